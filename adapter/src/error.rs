@@ -1,0 +1,198 @@
+//! Every way a request can fail, the HTTP status and stable `code` each maps to, and the one
+//! error body: `{error, code, trackingId, timestamp}`.
+//!
+//! An [`ApiError`] turned into a response carries no body yet: it rides in the response's
+//! extensions, and the tracking middleware (which knows the tracking id) renders it. So errors
+//! raised anywhere — handlers, fallbacks, the panic catcher — come out the same way.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::{calendly::ParseError, signature};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("{0}")]
+    Signature(signature::Error),
+    #[error("webhook signing secret is not configured")]
+    SecretNotConfigured,
+    #[error("{0}")]
+    Parse(ParseError),
+    #[error("too many requests; retry after {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
+    #[error("the test endpoint is disabled (set ENABLE_TEST_ENDPOINT=true to enable it)")]
+    TestEndpointDisabled,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("the meeting service is unavailable; retry later")]
+    MeetingServiceUnavailable,
+    #[error("the meeting service rejected the event: {0}")]
+    Rejected(String),
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Signature(_) => StatusCode::UNAUTHORIZED,
+            Self::Parse(ParseError::InvalidUtf8 | ParseError::InvalidJson(_)) => StatusCode::BAD_REQUEST,
+            Self::Parse(ParseError::InvalidField { .. }) | Self::Rejected(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TestEndpointDisabled | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MeetingServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SecretNotConfigured | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable, documented machine-readable cause (README, "Error codes").
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::Signature(signature::Error::MissingHeader) => "MISSING_SIGNATURE",
+            Self::Signature(signature::Error::MalformedHeader) => "MALFORMED_SIGNATURE_HEADER",
+            Self::Signature(signature::Error::MalformedSignature) => "MALFORMED_SIGNATURE",
+            Self::Signature(signature::Error::TimestampOutOfTolerance { .. }) => {
+                "SIGNATURE_TIMESTAMP_OUT_OF_TOLERANCE"
+            }
+            Self::Signature(signature::Error::SignatureMismatch) => "INVALID_SIGNATURE",
+            Self::SecretNotConfigured => "WEBHOOK_SECRET_NOT_CONFIGURED",
+            Self::Parse(ParseError::InvalidUtf8) => "INVALID_UTF8",
+            Self::Parse(ParseError::InvalidJson(_)) => "INVALID_JSON",
+            Self::Parse(ParseError::InvalidField { .. }) => "INVALID_PAYLOAD",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::TestEndpointDisabled => "TEST_ENDPOINT_DISABLED",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::MeetingServiceUnavailable => "MEETING_SERVICE_UNAVAILABLE",
+            Self::Rejected(_) => "EVENT_REJECTED",
+            Self::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The metric label for a rejection: few values, never input.
+    pub fn reason_label(&self) -> &'static str {
+        match self {
+            Self::PayloadTooLarge { .. } => "size",
+            Self::UnsupportedMediaType => "content_type",
+            Self::Signature(signature::Error::TimestampOutOfTolerance { .. }) => "stale",
+            Self::Signature(_) | Self::SecretNotConfigured => "signature",
+            Self::Parse(_) | Self::Rejected(_) => "malformed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::TestEndpointDisabled | Self::NotFound | Self::MethodNotAllowed => "route",
+            Self::MeetingServiceUnavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl From<signature::Error> for ApiError {
+    fn from(error: signature::Error) -> Self {
+        Self::Signature(error)
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(error: ParseError) -> Self {
+        Self::Parse(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status().into_response();
+        if let Self::RateLimited { retry_after } = &self {
+            let seconds = retry_after.as_secs().max(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+    tracking_id: &'a str,
+    timestamp: String,
+}
+
+/// Gives an error response its JSON body. Called by the tracking middleware.
+pub fn render(error: &ApiError, tracking_id: &str, response: Response) -> Response {
+    let (mut parts, _) = response.into_parts();
+    let body = ErrorBody {
+        error: error.to_string(),
+        code: error.code(),
+        tracking_id,
+        timestamp: crate::now_rfc3339(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let rendered = Json(body).into_response();
+    let (rendered_parts, body) = rendered.into_parts();
+    parts.headers.extend(rendered_parts.headers);
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signature_failure_is_a_401_with_its_own_code() {
+        let errors = [
+            signature::Error::MissingHeader,
+            signature::Error::MalformedHeader,
+            signature::Error::MalformedSignature,
+            signature::Error::TimestampOutOfTolerance {
+                age_secs: 500,
+                tolerance_secs: 180,
+                signature_matches: true,
+            },
+            signature::Error::SignatureMismatch,
+        ];
+        let mut codes: Vec<_> = errors.iter().map(|e| ApiError::from(e.clone()).code()).collect();
+        for error in errors {
+            assert_eq!(ApiError::from(error).status(), StatusCode::UNAUTHORIZED);
+        }
+        codes.dedup();
+        assert_eq!(codes.len(), 5);
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_422() {
+        assert_eq!(
+            ApiError::from(ParseError::InvalidJson("x".into())).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            ApiError::from(ParseError::InvalidField {
+                path: "payload.uri".into(),
+                message: "missing".into()
+            })
+            .status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! The adapter: Calendly's HTTP front door. It checks size, content type and signature, turns
+//! Calendly's JSON (the real v2 shape or the seed's test shape) into protobuf, and hands each
+//! event to the meeting service over gRPC, answering 2xx only once it is stored. It is stateless
+//! apart from per-process rate-limit buckets and never touches the database.
+//!
+//! Layout: `config`, `startup` (router and layers), `routes/` (one file per endpoint),
+//! `signature`, `calendly` (payload types, JSON → protobuf), `client_ip`, `rate_limit`,
+//! `meeting_client` (gRPC), `tracking` (tracking id middleware), `error`.
+
+pub mod calendly;
+pub mod client_ip;
+pub mod config;
+pub mod error;
+pub mod meeting_client;
+pub mod rate_limit;
+pub mod routes;
+pub mod signature;
+pub mod startup;
+pub mod tracking;
+
+use std::{net::IpAddr, sync::Arc, time::Instant};
+
+pub use config::Config;
+pub use startup::run;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub meeting_client: meeting_client::MeetingClient,
+    pub webhook_limiter: Arc<rate_limit::ClientLimiter>,
+    pub test_limiter: Arc<rate_limit::ClientLimiter>,
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Clients in `RATE_LIMIT_EXEMPT_CIDRS` are never throttled.
+    pub fn is_exempt(&self, client: IpAddr) -> bool {
+        self.config
+            .rate_limit_exempt
+            .iter()
+            .any(|net| net.contains(&client))
+    }
+}
+
+/// Timestamps in answers: RFC 3339, UTC, milliseconds, as the seed shows them.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,102 @@
+//! `GET /webhook/calendly/health`: the adapter's status, the meeting service's gRPC health, and
+//! a configuration summary that never includes a secret. 503 while the meeting service is not
+//! serving, so a load balancer can route around this adapter.
+
+use axum::{Extension, Json, extract::State, http::StatusCode};
+use serde::Serialize;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::{AppState, config::MAX_BODY_BYTES, tracking::TrackingId};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    status: &'static str,
+    service: &'static str,
+    version: &'static str,
+    environment: &'static str,
+    uptime_seconds: u64,
+    timestamp: String,
+    tracking_id: String,
+    meeting_service: MeetingServiceHealth,
+    configuration: Summary,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MeetingServiceHealth {
+    status: String,
+    url: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary {
+    webhook_secret_configured: bool,
+    signing_keys: usize,
+    api_token_configured: bool,
+    internal_api_token_configured: bool,
+    signature_tolerance_seconds: u64,
+    test_endpoint_enabled: bool,
+    max_body_bytes: usize,
+    webhook_rate_limit: RateLimitSummary,
+    test_rate_limit: RateLimitSummary,
+    trusted_proxies: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RateLimitSummary {
+    limit: u32,
+    window_seconds: u64,
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    Extension(tracking_id): Extension<TrackingId>,
+) -> (StatusCode, Json<Health>) {
+    let config = &state.config;
+    let upstream = state.meeting_client.health(&tracking_id.0).await;
+    let serving = matches!(upstream, Ok(ServingStatus::Serving));
+    let upstream_status = match upstream {
+        Ok(status) => status.as_str_name().to_owned(),
+        Err(code) => format!("UNREACHABLE ({code})"),
+    };
+    let health = Health {
+        status: if serving { "healthy" } else { "degraded" },
+        service: "calendly-webhook-adapter",
+        version: env!("CARGO_PKG_VERSION"),
+        environment: config.environment.as_str(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        timestamp: crate::now_rfc3339(),
+        tracking_id: tracking_id.0,
+        meeting_service: MeetingServiceHealth {
+            status: upstream_status,
+            url: config.meeting_service_url.clone(),
+        },
+        configuration: Summary {
+            webhook_secret_configured: !config.signing_keys.is_empty(),
+            signing_keys: config.signing_keys.len(),
+            api_token_configured: config.calendly_api_token.is_some(),
+            internal_api_token_configured: config.internal_api_token.is_some(),
+            signature_tolerance_seconds: config.signature_tolerance.as_secs(),
+            test_endpoint_enabled: config.test_endpoint_enabled,
+            max_body_bytes: MAX_BODY_BYTES,
+            webhook_rate_limit: RateLimitSummary {
+                limit: config.webhook_rate_limit.limit,
+                window_seconds: config.webhook_rate_limit.window.as_secs(),
+            },
+            test_rate_limit: RateLimitSummary {
+                limit: config.test_rate_limit.limit,
+                window_seconds: config.test_rate_limit.window.as_secs(),
+            },
+            trusted_proxies: config.trusted_proxies.len(),
+        },
+    };
+    let status = if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health))
+}

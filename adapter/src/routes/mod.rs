@@ -1,0 +1,142 @@
+//! One module per endpoint; each handler extracts its input, calls the pipeline and maps the
+//! result. The shared steps (size, content type, body, answer) live here.
+
+pub mod health;
+pub mod test_endpoint;
+pub mod webhook;
+
+use axum::{
+    Json,
+    body::{Body, Bytes},
+    http::{HeaderMap, header},
+};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use proto::v1::{CalendlyEvent, IngestCalendlyEventResponse, Outcome, Source};
+use serde::Serialize;
+
+use crate::{AppState, config::MAX_BODY_BYTES, error::ApiError, tracking::TrackingId};
+
+/// 415 unless the content type is JSON (`application/json`, any case, any parameters).
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// Reads the body, stopping with 413 as soon as it passes the limit: a declared
+/// `Content-Length` over the limit is refused before reading anything.
+pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "reading the request body failed");
+            Err(ApiError::Parse(crate::calendly::ParseError::InvalidJson(
+                "the body could not be read".into(),
+            )))
+        }
+    }
+}
+
+/// The seed's success answer, plus what the meeting service decided.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub success: bool,
+    pub tracking_id: String,
+    pub event: String,
+    pub duplicate: bool,
+    pub result: ProcessingResult,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessingResult {
+    pub event: String,
+    pub tracking_id: String,
+    pub processed: bool,
+    pub lead_updated: bool,
+    pub errors: Vec<String>,
+    pub duplicate: bool,
+    /// processed | duplicate | ignored | failed
+    pub outcome: &'static str,
+    pub webhook_event_id: i64,
+    pub meeting_id: Option<i64>,
+    pub reminders_scheduled: u32,
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Processed => "processed",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Ignored => "ignored",
+        Outcome::Failed => "failed",
+        Outcome::Unspecified => "unspecified",
+    }
+}
+
+/// Hands a parsed event to the meeting service and builds the answer. 2xx only once the meeting
+/// service has committed it.
+pub async fn ingest(
+    state: &AppState,
+    tracking_id: &TrackingId,
+    event: CalendlyEvent,
+    raw_body: Bytes,
+    source: Source,
+) -> Result<Json<Accepted>, ApiError> {
+    let event_name = event.event_name.clone();
+    let kind_label = event.kind_name();
+    let started = std::time::Instant::now();
+    let response: IngestCalendlyEventResponse = state
+        .meeting_client
+        .ingest(event, raw_body.to_vec(), source, &tracking_id.0)
+        .await?;
+    let outcome = response.outcome();
+    tracing::info!(
+        event = %event_name,
+        outcome = outcome_label(outcome),
+        processed = response.processed,
+        lead_updated = response.lead_updated,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "delivery processed"
+    );
+    metrics::counter!("calendly_deliveries_total", "event" => kind_label, "outcome" => outcome_label(outcome))
+        .increment(1);
+    let duplicate = response.duplicate;
+    Ok(Json(Accepted {
+        success: true,
+        tracking_id: tracking_id.0.clone(),
+        event: event_name.clone(),
+        duplicate,
+        result: ProcessingResult {
+            event: event_name,
+            tracking_id: tracking_id.0.clone(),
+            processed: response.processed,
+            lead_updated: response.lead_updated,
+            errors: response.errors,
+            duplicate,
+            outcome: outcome_label(outcome),
+            webhook_event_id: response.webhook_event_id,
+            meeting_id: response.meeting_id,
+            reminders_scheduled: response.reminders_scheduled,
+        },
+    }))
+}

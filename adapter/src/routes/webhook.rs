@@ -1,0 +1,96 @@
+//! `POST /webhook/calendly`: real, signed Calendly deliveries.
+//!
+//! Order: size → content type → signature (over the raw bytes) → parse → meeting service.
+//! A delivery whose signature verifies is never rate limited: Calendly sends from few addresses
+//! and a throttled delivery is a lost booking. Only traffic that fails before or at the signature
+//! check counts against the client's allowance.
+
+use std::net::SocketAddr;
+
+use axum::{
+    Extension, Json,
+    body::{Body, Bytes},
+    extract::{ConnectInfo, State},
+    http::HeaderMap,
+};
+use proto::v1::Source;
+
+use super::{Accepted, ingest, read_body, require_json};
+use crate::{AppState, calendly, client_ip::client_ip, error::ApiError, signature, tracking::TrackingId};
+
+pub static SIGNATURE_HEADER: &str = "calendly-webhook-signature";
+
+pub async fn receive(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(tracking_id): Extension<TrackingId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
+    let client = client_ip(peer, &headers, &state.config.trusted_proxies);
+    tracing::info!(%client, "webhook delivery received");
+    let verified = match verified_body(&state, &headers, body).await {
+        Ok(body) => body,
+        Err(error) => {
+            if !state.is_exempt(client)
+                && let Err(throttled) = state.webhook_limiter.check(client)
+            {
+                tracing::warn!(%client, security = true, "unverified webhook traffic throttled");
+                return Err(ApiError::RateLimited {
+                    retry_after: throttled.retry_after,
+                });
+            }
+            log_signature_rejection(&error, client);
+            return Err(error);
+        }
+    };
+    let event = calendly::parse_delivery(&verified)?;
+    ingest(&state, &tracking_id, event, verified, Source::Webhook).await
+}
+
+async fn verified_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    require_json(headers)?;
+    let body = read_body(headers, body).await?;
+    if state.config.signing_keys.is_empty() {
+        return Err(ApiError::SecretNotConfigured);
+    }
+    let header = headers
+        .get(SIGNATURE_HEADER)
+        .map(|value| value.to_str().unwrap_or(""));
+    signature::verify(
+        header,
+        &body,
+        &state.config.signing_keys,
+        chrono::Utc::now().timestamp(),
+        state.config.signature_tolerance.as_secs(),
+    )?;
+    Ok(body)
+}
+
+fn log_signature_rejection(error: &ApiError, client: std::net::IpAddr) {
+    match error {
+        ApiError::Signature(signature::Error::TimestampOutOfTolerance {
+            age_secs,
+            tolerance_secs,
+            signature_matches,
+        }) => {
+            // A genuine signature outside the window may be a Calendly retry that kept its first
+            // timestamp; operators widen SIGNATURE_TOLERANCE_SECS if these show up (README).
+            tracing::warn!(
+                %client,
+                security = true,
+                age_secs,
+                tolerance_secs,
+                signature_matches,
+                "signature timestamp outside the tolerance window"
+            );
+            if *signature_matches {
+                metrics::counter!("calendly_stale_genuine_signatures_total").increment(1);
+            }
+        }
+        ApiError::Signature(reason) => {
+            tracing::warn!(%client, security = true, %reason, "unauthorized webhook delivery");
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,111 @@
+//! The router, its layers, and serving it until shutdown.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use axum::{
+    Router, middleware,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::{
+    AppState, Config, error::ApiError, meeting_client::MeetingClient, rate_limit::ClientLimiter, routes,
+    tracking,
+};
+
+/// How often idle rate-limit buckets are forgotten.
+const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhook/calendly", post(routes::webhook::receive))
+        .route("/webhook/calendly/test", post(routes::test_endpoint::receive))
+        .route("/webhook/calendly/health", get(routes::health::report))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(tracking::track))
+        .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked; the process keeps serving");
+    ApiError::Internal.into_response()
+}
+
+pub fn state(config: Config) -> anyhow::Result<AppState> {
+    let meeting_client = MeetingClient::new(
+        &config.meeting_service_url,
+        config.internal_api_token.as_ref().map(|t| t.expose()),
+        config.meeting_service_timeout,
+    )
+    .context("MEETING_SERVICE_URL")?;
+    Ok(AppState {
+        webhook_limiter: Arc::new(ClientLimiter::new(config.webhook_rate_limit)),
+        test_limiter: Arc::new(ClientLimiter::new(config.test_rate_limit)),
+        config: Arc::new(config),
+        meeting_client,
+        started: Instant::now(),
+    })
+}
+
+/// Serves the adapter on `listener` until `shutdown` resolves; in-flight requests then get
+/// `config.shutdown_grace` to finish.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = config.shutdown_grace;
+    let state = state(config)?;
+    let pruner = tokio::spawn(prune_limiters(state.clone()));
+    let addr = listener
+        .local_addr()
+        .context("reading the HTTP listener address")?;
+    tracing::info!(%addr, "adapter listening (HTTP)");
+
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = drain_tx.send(());
+    });
+    let served = tokio::select! {
+        served = server.into_future() => served.context("serving HTTP"),
+        () = async {
+            if drain_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    };
+    pruner.abort();
+    tracing::info!("adapter stopped");
+    served
+}
+
+async fn prune_limiters(state: AppState) {
+    loop {
+        tokio::time::sleep(LIMITER_PRUNE_INTERVAL).await;
+        state.webhook_limiter.prune();
+        state.test_limiter.prune();
+        metrics::gauge!("calendly_rate_limiter_tracked_clients", "endpoint" => "webhook")
+            .set(state.webhook_limiter.tracked_clients() as f64);
+        metrics::gauge!("calendly_rate_limiter_tracked_clients", "endpoint" => "test")
+            .set(state.test_limiter.tracked_clients() as f64);
+    }
+}

@@ -1,0 +1,123 @@
+//! The meeting service's settings, read once at start.
+
+use std::{net::SocketAddr, time::Duration};
+
+use service_kit::{
+    settings::{Environment, Lookup, Secret, SettingError, flag, optional, parsed, seconds},
+    telemetry::LogSettings,
+};
+
+use crate::domain::reminders::{ReminderOffset, parse_offsets};
+
+/// Where `cargo run` keeps its data when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/meetings.db?mode=rwc";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    /// gRPC listen address (`GRPC_ADDR`).
+    pub grpc_addr: SocketAddr,
+    /// `/metrics` listen address (`METRICS_ADDR`).
+    pub metrics_addr: SocketAddr,
+    /// Bearer token internal callers must present; `None` accepts any caller (development only).
+    pub internal_api_token: Option<Secret>,
+    pub reminder_offsets: Vec<ReminderOffset>,
+    pub create_leads_for_unknown_invitees: bool,
+    /// How long raw bodies stay in the inbox (`RAW_BODY_RETENTION_DAYS`).
+    pub raw_body_retention: Duration,
+    /// How often the database is checked for the health service (`HEALTH_CHECK_INTERVAL_SECS`).
+    pub health_check_interval: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM (`SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace: Duration,
+    pub log: LogSettings,
+}
+
+impl Config {
+    pub fn from_lookup(lookup: Lookup<'_>) -> Result<Self, SettingError> {
+        let environment = Environment::from_lookup(lookup)?;
+        let production = environment == Environment::Production;
+        let database_url =
+            optional(lookup, "DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(SettingError::new(
+                "DATABASE_URL",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        let internal_api_token = optional(lookup, "INTERNAL_API_TOKEN").map(Secret::new);
+        if production && internal_api_token.is_none() {
+            return Err(SettingError::new(
+                "INTERNAL_API_TOKEN",
+                "is required when APP_ENV=production",
+            ));
+        }
+        let reminder_offsets = match optional(lookup, "REMINDER_OFFSETS") {
+            None => crate::domain::reminders::default_offsets(),
+            Some(value) => parse_offsets(&value).map_err(|e| SettingError::new("REMINDER_OFFSETS", e))?,
+        };
+        let retention_days: u64 = parsed(lookup, "RAW_BODY_RETENTION_DAYS", 30)?;
+        Ok(Self {
+            environment,
+            database_url: Secret::new(database_url),
+            database_max_connections: parsed(lookup, "DATABASE_MAX_CONNECTIONS", 10)?,
+            grpc_addr: parsed(lookup, "GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,
+            metrics_addr: parsed(lookup, "METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9465)))?,
+            internal_api_token,
+            reminder_offsets,
+            create_leads_for_unknown_invitees: flag(lookup, "CREATE_LEADS_FOR_UNKNOWN_INVITEES", false)?,
+            raw_body_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            health_check_interval: seconds(lookup, "HEALTH_CHECK_INTERVAL_SECS", Duration::from_secs(5))?,
+            shutdown_grace: seconds(lookup, "SHUTDOWN_GRACE_SECS", Duration::from_secs(20))?,
+            log: LogSettings::from_lookup(lookup, production)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use service_kit::settings::map_lookup;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, SettingError> {
+        let lookup = map_lookup(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        Config::from_lookup(&lookup)
+    }
+
+    #[test]
+    fn defaults_run_locally_on_sqlite() {
+        let config = config(&[]).expect("defaults are valid");
+        assert_eq!(config.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(config.reminder_offsets.len(), 3);
+        assert!(!config.create_leads_for_unknown_invitees);
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_an_internal_token() {
+        let error = config(&[("APP_ENV", "production")]).expect_err("token required");
+        assert_eq!(error.variable, "INTERNAL_API_TOKEN");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (variable, value) in [
+            ("DATABASE_URL", "mysql://x"),
+            ("GRPC_ADDR", "nowhere"),
+            ("REMINDER_OFFSETS", "1w"),
+            ("CREATE_LEADS_FOR_UNKNOWN_INVITEES", "maybe"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let error = config(&[(variable, value)]).expect_err("invalid");
+            assert_eq!(error.variable, variable);
+        }
+    }
+}

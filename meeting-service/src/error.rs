@@ -1,0 +1,59 @@
+//! The meeting service's errors and their gRPC status codes.
+
+use sea_orm::DbErr;
+use tonic::{Code, Status};
+
+use crate::store::retry::is_transient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The database is unreachable or kept failing transiently; nothing was stored.
+    #[error("database unavailable")]
+    Unavailable(#[source] DbErr),
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
+}
+
+impl ServiceError {
+    pub fn from_db(error: DbErr) -> Self {
+        if is_transient(&error) {
+            Self::Unavailable(error)
+        } else {
+            Self::Unexpected(anyhow::Error::new(error))
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::NotFound(_) => Code::NotFound,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Unexpected(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ServiceError> for Status {
+    /// The caller gets a short message; the cause chain is logged here, with the request's span
+    /// (and so its tracking id), never sent.
+    fn from(error: ServiceError) -> Self {
+        let code = error.code();
+        let message = match &error {
+            ServiceError::InvalidArgument(message) | ServiceError::NotFound(message) => message.clone(),
+            ServiceError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "database unavailable");
+                "the meeting database is unavailable; retry later".to_owned()
+            }
+            ServiceError::Unexpected(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "unexpected error");
+                "internal error".to_owned()
+            }
+        };
+        Status::new(code, message)
+    }
+}

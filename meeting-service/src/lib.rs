@@ -1,0 +1,107 @@
+//! The meeting service: owns the meeting record built from Calendly events and serves it over
+//! gRPC (`calendly.meetings.v1.MeetingService`), with standard health checking and reflection.
+//!
+//! Layout: `domain` (the rules, pure), `store` (sea-orm persistence and transactions), `entity`
+//! (tables), `grpc` (the tonic service), `health`, `config`, `error`. It knows nothing of HTTP,
+//! signatures or Calendly's JSON: the adapter translates those into protobuf.
+
+pub mod config;
+pub mod domain;
+pub mod entity;
+pub mod error;
+pub mod grpc;
+pub mod health;
+pub mod store;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use proto::v1::meeting_service_server::MeetingServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use store::{Store, StoreSettings, retry::RetryPolicy};
+
+/// Connects to the database (applying migrations), then serves gRPC on `listener` until
+/// `shutdown` resolves. On shutdown the health service reports NOT_SERVING first, in-flight
+/// calls get `config.shutdown_grace` to finish, and the pool is closed.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let db = store::connect(config.database_url.expose(), config.database_max_connections).await?;
+    let store = Store::new(
+        db,
+        StoreSettings {
+            reminder_offsets: config.reminder_offsets.clone(),
+            create_leads_for_unknown_invitees: config.create_leads_for_unknown_invitees,
+            retry: RetryPolicy::default(),
+        },
+    );
+    let addr = listener
+        .local_addr()
+        .context("reading the gRPC listener address")?;
+    let stop = CancellationToken::new();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(health::watch_database(
+        store.clone(),
+        reporter.clone(),
+        config.health_check_interval,
+        stop.clone(),
+    ));
+    let prune_task = tokio::spawn(store::prune::run(
+        store.clone(),
+        config.raw_body_retention,
+        stop.clone(),
+    ));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let api = MeetingServiceServer::with_interceptor(
+        grpc::MeetingApi::new(store.clone()),
+        grpc::BearerAuth::new(config.internal_api_token.as_ref().map(|t| t.expose())),
+    );
+
+    let drain_started = CancellationToken::new();
+    let on_shutdown = {
+        let reporter = reporter.clone();
+        let stop = stop.clone();
+        let drain_started = drain_started.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+            health::report_not_serving(&reporter).await;
+            drain_started.cancel();
+        }
+    };
+    tracing::info!(%addr, "meeting service listening (gRPC)");
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
+    tokio::pin!(server);
+    let grace = config.shutdown_grace;
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = async { drain_started.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
+            Ok(())
+        }
+    };
+    health_task.abort();
+    prune_task.abort();
+    if let Err(error) = store.connection().clone().close().await {
+        tracing::warn!(%error, "closing the database pool");
+    }
+    tracing::info!("meeting service stopped");
+    served.context("serving gRPC")
+}
+
+/// How long tests and tools wait between health probes.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);

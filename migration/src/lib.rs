@@ -1,0 +1,20 @@
+//! Schema of the meeting service, as sea-orm-migration migrations.
+//!
+//! Every table is created complete in one migration because SQLite cannot add a foreign key
+//! or alter a column afterwards. Times are `timestamp with time zone` (TEXT on SQLite, always
+//! written from Rust in UTC with fixed precision) and have no database-side defaults, so the
+//! same statements behave alike on both backends. Never edit a migration after it has landed;
+//! add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_create_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_create_tables::Migration)]
+    }
+}
