@@ -1,0 +1,336 @@
+//! Starting the real stack for a test: a fresh database (an SQLite file, or a PostgreSQL
+//! database created for the test and dropped after it), the meeting service and the adapter on
+//! port 0, talking real gRPC; and helpers to talk to them over real HTTP and gRPC.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use proto::v1::meeting_service_client::MeetingServiceClient;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use service_kit::settings::map_lookup;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The signing key the adapter is configured with in tests.
+pub const SIGNING_KEY: &str = "test-signing-key-5b0c";
+/// The bearer token between adapter and meeting service in tests.
+pub const INTERNAL_TOKEN: &str = "test-internal-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL backend when `TEST_DATABASE_URL` is set. In CI its absence is an error, never a
+/// silent skip; on a developer machine without PostgreSQL the SQLite run still covers the test.
+pub fn postgres() -> Option<Backend> {
+    if std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()) {
+        return Some(Backend::Postgres);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI is set but TEST_DATABASE_URL is not: the PostgreSQL tests must run in CI"
+    );
+    eprintln!("TEST_DATABASE_URL is unset: this test ran on SQLite only");
+    None
+}
+
+/// Generates one test per backend for each named `async fn(Backend)` in the calling module.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::helpers::postgres() {
+                        super::$name(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    drop_on_exit: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path: PathBuf = dir.path().join("meetings.db");
+                Self { url: format!("sqlite://{}?mode=rwc", path.display()), _dir: Some(dir), drop_on_exit: None }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+                let name = format!("calendly_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("TEST_DATABASE_URL must reach PostgreSQL: {e}"));
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create the test database");
+                admin.close().await.ok();
+                Self { url: with_database(&admin_url, &name), _dir: None, drop_on_exit: Some((admin_url, name)) }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.drop_on_exit.take() else {
+            return;
+        };
+        // Drop runs outside async code (and possibly while panicking): use a private runtime on
+        // its own thread, and FORCE so lingering pool connections do not block it.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let admin = Database::connect(&admin_url).await?;
+                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop a test database: {dropped:?}");
+        }
+    }
+}
+
+/// `postgres://u@h:5432/postgres?x=y` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    let mut result = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        result.push('?');
+        result.push_str(query);
+    }
+    result
+}
+
+pub struct TestApp {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub db: DatabaseConnection,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _database: TestDatabase,
+}
+
+fn lookup(pairs: Vec<(String, String)>) -> impl Fn(&str) -> Option<String> {
+    map_lookup(pairs.into_iter().collect::<HashMap<_, _>>())
+}
+
+fn settings(defaults: &[(&str, String)], overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = defaults.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    pairs.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    pairs
+}
+
+/// Starts the meeting service and the adapter with test settings; `overrides` win.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    let database = TestDatabase::create(backend).await;
+    let stop = CancellationToken::new();
+
+    let grpc_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
+    let grpc_addr = grpc_listener.local_addr().expect("gRPC address");
+    let meeting_settings = settings(
+        &[
+            ("DATABASE_URL", database.url.clone()),
+            ("LOG_DIR", "off".into()),
+            ("INTERNAL_API_TOKEN", INTERNAL_TOKEN.into()),
+            ("HEALTH_CHECK_INTERVAL_SECS", "1".into()),
+        ],
+        overrides,
+    );
+    let meeting_config =
+        meeting_service::Config::from_lookup(&lookup(meeting_settings)).expect("meeting service settings");
+
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+    let http_addr = http_listener.local_addr().expect("HTTP address");
+    let adapter_settings = settings(
+        &[
+            ("CALENDLY_WEBHOOK_SECRET", SIGNING_KEY.into()),
+            ("MEETING_SERVICE_URL", format!("http://{grpc_addr}")),
+            ("INTERNAL_API_TOKEN", INTERNAL_TOKEN.into()),
+            ("LOG_DIR", "off".into()),
+        ],
+        overrides,
+    );
+    let adapter_config = adapter::Config::from_lookup(&lookup(adapter_settings)).expect("adapter settings");
+
+    let tasks = vec![
+        tokio::spawn(meeting_service::run(meeting_config, grpc_listener, stop.clone().cancelled_owned())),
+        tokio::spawn(adapter::run(adapter_config, http_listener, stop.clone().cancelled_owned())),
+    ];
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client");
+    let app = TestApp {
+        http_addr,
+        grpc_addr,
+        db: Database::connect(&database.url).await.expect("test connection"),
+        http,
+        stop,
+        tasks,
+        _database: database,
+    };
+    app.wait_until_serving().await;
+    app
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
+    async fn wait_until_serving(&self) {
+        for _ in 0..200 {
+            if let Ok(response) = self.http.get(self.url("/webhook/calendly/health")).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the stack did not become healthy within 10 s");
+    }
+
+    /// POSTs `body` to the real endpoint, signed now with the test key.
+    pub async fn post_signed(&self, body: &[u8]) -> reqwest::Response {
+        let now = chrono::Utc::now().timestamp();
+        self.post_webhook(body, Some(adapter::signature::sign(SIGNING_KEY.as_bytes(), now, body))).await
+    }
+
+    pub async fn post_webhook(&self, body: &[u8], signature: Option<String>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url("/webhook/calendly"))
+            .header("content-type", "application/json")
+            .header("user-agent", "Calendly")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("calendly-webhook-signature", signature);
+        }
+        request.send().await.expect("HTTP request")
+    }
+
+    pub async fn post_test_endpoint(&self, body: &[u8]) -> reqwest::Response {
+        self.http
+            .post(self.url("/webhook/calendly/test"))
+            .header("content-type", "application/json")
+            .header("user-agent", "Calendly-Webhook")
+            .header("calendly-webhook", "true")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("HTTP request")
+    }
+
+    /// A gRPC client for the meeting service, with the internal token.
+    pub async fn grpc(&self) -> MeetingServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("gRPC URL")
+            .connect()
+            .await
+            .expect("gRPC connect");
+        MeetingServiceClient::with_interceptor(channel, Bearer)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar(&format!("SELECT COUNT(*) FROM {table}")).await
+    }
+
+    /// Rows in every table the service writes.
+    pub async fn total_rows(&self) -> i64 {
+        let mut total = 0;
+        for table in ["leads", "meetings", "meeting_reminders", "webhook_events"] {
+            total += self.count(table).await;
+        }
+        total
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(self.db.get_database_backend(), sql.to_owned()))
+            .await
+            .expect("query")
+            .expect("one row");
+        row.try_get_by_index::<i64>(0).expect("an integer")
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        self.db.execute_unprepared(sql).await.expect("statement");
+    }
+
+    /// Stops both services and waits for them to exit cleanly.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        for task in self.tasks.drain(..) {
+            task.await.expect("service task").expect("service exited cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[derive(Clone)]
+pub struct Bearer;
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = format!("Bearer {INTERNAL_TOKEN}").parse().expect("ASCII token");
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+/// A fixture's bytes, exactly as stored (signatures cover them byte for byte).
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/fixtures/calendly/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+pub async fn json(response: reqwest::Response) -> serde_json::Value {
+    response.json().await.expect("a JSON body")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_name_is_replaced_and_the_query_kept() {
+        assert_eq!(with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"), "postgres://postgres@127.0.0.1:5432/x");
+        assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
+    }
+}
