@@ -74,7 +74,11 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let path: PathBuf = dir.path().join("meetings.db");
-                Self { url: format!("sqlite://{}?mode=rwc", path.display()), _dir: Some(dir), drop_on_exit: None }
+                Self {
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    _dir: Some(dir),
+                    drop_on_exit: None,
+                }
             }
             Backend::Postgres => {
                 let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
@@ -87,7 +91,11 @@ impl TestDatabase {
                     .await
                     .expect("create the test database");
                 admin.close().await.ok();
-                Self { url: with_database(&admin_url, &name), _dir: None, drop_on_exit: Some((admin_url, name)) }
+                Self {
+                    url: with_database(&admin_url, &name),
+                    _dir: None,
+                    drop_on_exit: Some((admin_url, name)),
+                }
             }
         }
     }
@@ -101,10 +109,15 @@ impl Drop for TestDatabase {
         // Drop runs outside async code (and possibly while panicking): use a private runtime on
         // its own thread, and FORCE so lingering pool connections do not block it.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async {
                 let admin = Database::connect(&admin_url).await?;
-                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await?;
                 admin.close().await
             })
         })
@@ -119,7 +132,9 @@ impl Drop for TestDatabase {
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
     let mut result = format!("{}/{name}", &base[..path_start]);
     if let Some(query) = query {
         result.push('?');
@@ -185,10 +200,21 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     let adapter_config = adapter::Config::from_lookup(&lookup(adapter_settings)).expect("adapter settings");
 
     let tasks = vec![
-        tokio::spawn(meeting_service::run(meeting_config, grpc_listener, stop.clone().cancelled_owned())),
-        tokio::spawn(adapter::run(adapter_config, http_listener, stop.clone().cancelled_owned())),
+        tokio::spawn(meeting_service::run(
+            meeting_config,
+            grpc_listener,
+            stop.clone().cancelled_owned(),
+        )),
+        tokio::spawn(adapter::run(
+            adapter_config,
+            http_listener,
+            stop.clone().cancelled_owned(),
+        )),
     ];
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client");
     let app = TestApp {
         http_addr,
         grpc_addr,
@@ -222,7 +248,11 @@ impl TestApp {
     /// POSTs `body` to the real endpoint, signed now with the test key.
     pub async fn post_signed(&self, body: &[u8]) -> reqwest::Response {
         let now = chrono::Utc::now().timestamp();
-        self.post_webhook(body, Some(adapter::signature::sign(SIGNING_KEY.as_bytes(), now, body))).await
+        self.post_webhook(
+            body,
+            Some(adapter::signature::sign(SIGNING_KEY.as_bytes(), now, body)),
+        )
+        .await
     }
 
     pub async fn post_webhook(&self, body: &[u8], signature: Option<String>) -> reqwest::Response {
@@ -251,13 +281,40 @@ impl TestApp {
     }
 
     /// A gRPC client for the meeting service, with the internal token.
-    pub async fn grpc(&self) -> MeetingServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
+    pub async fn grpc(
+        &self,
+    ) -> MeetingServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
         let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
             .expect("gRPC URL")
             .connect()
             .await
             .expect("gRPC connect");
         MeetingServiceClient::with_interceptor(channel, Bearer)
+    }
+
+    /// The meeting for a Calendly invitee URI, read through the gRPC API.
+    pub async fn meeting(&self, invitee_uri: &str) -> proto::v1::Meeting {
+        self.grpc()
+            .await
+            .get_meeting(proto::v1::GetMeetingRequest {
+                key: Some(proto::v1::get_meeting_request::Key::CalendlyInviteeUri(
+                    invitee_uri.to_owned(),
+                )),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("meeting {invitee_uri}: {status}"))
+            .into_inner()
+    }
+
+    /// Signs and posts each fixture in turn, expecting 200 for each.
+    pub async fn deliver(&self, fixtures: &[&str]) -> Vec<serde_json::Value> {
+        let mut answers = Vec::new();
+        for name in fixtures {
+            let response = self.post_signed(&fixture(name)).await;
+            assert_eq!(response.status(), 200, "{name}");
+            answers.push(json(response).await);
+        }
+        answers
     }
 
     pub async fn count(&self, table: &str) -> i64 {
@@ -276,7 +333,10 @@ impl TestApp {
     pub async fn scalar(&self, sql: &str) -> i64 {
         let row = self
             .db
-            .query_one_raw(Statement::from_string(self.db.get_database_backend(), sql.to_owned()))
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                sql.to_owned(),
+            ))
             .await
             .expect("query")
             .expect("one row");
@@ -319,6 +379,16 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Reminder types of a meeting that are still to be sent (pending or claimed).
+pub fn live_reminders(meeting: &proto::v1::Meeting) -> Vec<String> {
+    meeting
+        .reminders
+        .iter()
+        .filter(|r| r.state == "pending" || r.state == "claimed")
+        .map(|r| r.reminder_type.clone())
+        .collect()
+}
+
 pub async fn json(response: reqwest::Response) -> serde_json::Value {
     response.json().await.expect("a JSON body")
 }
@@ -329,8 +399,14 @@ mod tests {
 
     #[test]
     fn the_database_name_is_replaced_and_the_query_kept() {
-        assert_eq!(with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"), "postgres://postgres@127.0.0.1:5432/x");
-        assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
     }
 }

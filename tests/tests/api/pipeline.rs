@@ -31,12 +31,23 @@ const SEED_GUIDE_TEST_BODY: &str = r#"{
 
 async fn health_reports_status_and_configuration_without_secrets(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app.http.get(app.url("/webhook/calendly/health")).send().await.expect("request");
+    let response = app
+        .http
+        .get(app.url("/webhook/calendly/health"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-tracking-id"));
     let text = response.text().await.expect("body");
-    assert!(!text.contains(crate::helpers::SIGNING_KEY), "the signing key must never be shown");
-    assert!(!text.contains(crate::helpers::INTERNAL_TOKEN), "the internal token must never be shown");
+    assert!(
+        !text.contains(crate::helpers::SIGNING_KEY),
+        "the signing key must never be shown"
+    );
+    assert!(
+        !text.contains(crate::helpers::INTERNAL_TOKEN),
+        "the internal token must never be shown"
+    );
     let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["meetingService"]["status"], "SERVING");
@@ -49,7 +60,10 @@ async fn the_seed_guides_test_request_stores_a_meeting(backend: Backend) {
     let app = spawn_app(backend).await;
     let response = app.post_test_endpoint(SEED_GUIDE_TEST_BODY.as_bytes()).await;
     assert_eq!(response.status(), 200);
-    let header_id = response.headers()["x-tracking-id"].to_str().expect("ASCII").to_owned();
+    let header_id = response.headers()["x-tracking-id"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
     let body = json(response).await;
     assert_eq!(body["success"], true);
     assert_eq!(body["trackingId"], header_id.as_str());
@@ -80,7 +94,9 @@ async fn a_signed_booking_stores_one_meeting_and_its_future_reminders(backend: B
 
     let mut grpc = app.grpc().await;
     let meeting = grpc
-        .get_meeting(GetMeetingRequest { key: Some(Key::CalendlyInviteeUri(ONE_ON_ONE_INVITEE.into())) })
+        .get_meeting(GetMeetingRequest {
+            key: Some(Key::CalendlyInviteeUri(ONE_ON_ONE_INVITEE.into())),
+        })
         .await
         .expect("the meeting exists")
         .into_inner();
@@ -92,9 +108,22 @@ async fn a_signed_booking_stores_one_meeting_and_its_future_reminders(backend: B
     let reminders: Vec<_> = meeting
         .reminders
         .iter()
-        .map(|r| (r.reminder_type.as_str(), start - r.scheduled_time.as_ref().expect("time").seconds, r.state.as_str()))
+        .map(|r| {
+            (
+                r.reminder_type.as_str(),
+                start - r.scheduled_time.as_ref().expect("time").seconds,
+                r.state.as_str(),
+            )
+        })
         .collect();
-    assert_eq!(reminders, [("24h", 86_400, "pending"), ("1h", 3_600, "pending"), ("15min", 900, "pending")]);
+    assert_eq!(
+        reminders,
+        [
+            ("24h", 86_400, "pending"),
+            ("1h", 3_600, "pending"),
+            ("15min", 900, "pending")
+        ]
+    );
     assert_eq!(app.count("webhook_events").await, 1);
     app.stop().await;
 }
@@ -123,7 +152,10 @@ async fn a_wrong_signature_is_rejected_and_stores_nothing(backend: Backend) {
     let forged = adapter::signature::sign(b"not-the-key", now, &body);
     let response = app.post_webhook(&body, Some(forged)).await;
     assert_eq!(response.status(), 401);
-    let header_id = response.headers()["x-tracking-id"].to_str().expect("ASCII").to_owned();
+    let header_id = response.headers()["x-tracking-id"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
     let error = json(response).await;
     assert_eq!(error["code"], "INVALID_SIGNATURE");
     assert_eq!(error["trackingId"], header_id.as_str());
@@ -163,9 +195,16 @@ async fn the_seed_guides_minimal_debug_request_is_kept_as_failed(backend: Backen
     assert_eq!(body["success"], true);
     assert_eq!(body["result"]["processed"], false);
     assert_eq!(body["result"]["outcome"], "failed");
-    assert_eq!(body["result"]["errors"], serde_json::json!(["payload.uri is missing"]));
+    assert_eq!(
+        body["result"]["errors"],
+        serde_json::json!(["payload.uri is missing"])
+    );
     assert_eq!(app.count("meetings").await, 0);
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM webhook_events WHERE outcome = 'failed'").await, 1);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM webhook_events WHERE outcome = 'failed'")
+            .await,
+        1
+    );
     app.stop().await;
 }
 
@@ -175,12 +214,23 @@ async fn the_seed_guides_rate_limit_loop_passes_and_the_eleventh_request_is_thro
         let body = format!(
             r#"{{"eventData":{{"event":"invitee.created","time":"2024-01-15T10:00:00.000000Z","payload":{{"event":{{"uri":"https://api.calendly.com/scheduled_events/test{i}","name":"Test Meeting","start_time":"2024-01-15T15:00:00.000000Z","end_time":"2024-01-15T16:00:00.000000Z"}},"invitee":{{"uri":"https://api.calendly.com/invitees/test{i}","email":"test{i}@example.com","name":"Test User","created_at":"2024-01-15T10:00:00.000000Z"}}}}}}}}"#
         );
-        assert_eq!(app.post_test_endpoint(body.as_bytes()).await.status(), 200, "request {i}");
+        assert_eq!(
+            app.post_test_endpoint(body.as_bytes()).await.status(),
+            200,
+            "request {i}"
+        );
     }
     let throttled = app.post_test_endpoint(SEED_GUIDE_TEST_BODY.as_bytes()).await;
     assert_eq!(throttled.status(), 429);
-    let retry_after: u64 = throttled.headers()["retry-after"].to_str().expect("ASCII").parse().expect("seconds");
-    assert!((1..=30).contains(&retry_after), "one request comes back every 30 s, got {retry_after}");
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("seconds");
+    assert!(
+        (1..=30).contains(&retry_after),
+        "one request comes back every 30 s, got {retry_after}"
+    );
     assert_eq!(json(throttled).await["code"], "RATE_LIMITED");
     assert_eq!(app.count("meetings").await, 10);
     app.stop().await;
@@ -195,18 +245,25 @@ async fn the_meeting_api_refuses_callers_without_the_token(backend: Backend) {
         .expect("connect");
     let mut anonymous = proto::v1::meeting_service_client::MeetingServiceClient::new(channel.clone());
     let status = anonymous
-        .get_meeting(GetMeetingRequest { key: Some(Key::Id(1)) })
+        .get_meeting(GetMeetingRequest {
+            key: Some(Key::Id(1)),
+        })
         .await
         .expect_err("no token");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     // Probes send no metadata: health stays open.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let serving = health
-        .check(tonic_health::pb::HealthCheckRequest { service: proto::MEETING_SERVICE_NAME.into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: proto::MEETING_SERVICE_NAME.into(),
+        })
         .await
         .expect("health answers")
         .into_inner();
-    assert_eq!(serving.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    assert_eq!(
+        serving.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
     app.stop().await;
 }
 
