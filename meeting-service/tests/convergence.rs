@@ -145,19 +145,22 @@ async fn fresh_store(dir: &tempfile::TempDir, name: &str) -> Store {
     )
 }
 
+#[derive(Debug, PartialEq)]
+struct MeetingFacts {
+    invitee: String,
+    status: String,
+    start: Option<DateTime<Utc>>,
+    cancel_reason: Option<String>,
+    rescheduled_from: Option<String>,
+    rescheduled_to: Option<String>,
+    no_show: bool,
+    linked_to_lead: bool,
+}
+
 /// Everything events decide, in a form that does not depend on insertion order (ids, row times).
 #[derive(Debug, PartialEq)]
 struct Snapshot {
-    meetings: Vec<(
-        String,
-        String,
-        Option<DateTime<Utc>>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        bool,
-        bool,
-    )>,
+    meetings: Vec<MeetingFacts>,
     live_reminders: Vec<(String, String, DateTime<Utc>)>,
     lead_status: String,
 }
@@ -197,17 +200,15 @@ async fn snapshot(store: &Store) -> Snapshot {
     Snapshot {
         meetings: meetings
             .iter()
-            .map(|m| {
-                (
-                    m.calendly_invitee_id.clone(),
-                    m.status.clone(),
-                    m.start_time,
-                    m.cancel_reason.clone(),
-                    m.rescheduled_from_invitee_id.clone(),
-                    m.rescheduled_to_invitee_id.clone(),
-                    m.no_show,
-                    m.lead_id.is_some(),
-                )
+            .map(|m| MeetingFacts {
+                invitee: m.calendly_invitee_id.clone(),
+                status: m.status.clone(),
+                start: m.start_time,
+                cancel_reason: m.cancel_reason.clone(),
+                rescheduled_from: m.rescheduled_from_invitee_id.clone(),
+                rescheduled_to: m.rescheduled_to_invitee_id.clone(),
+                no_show: m.no_show,
+                linked_to_lead: m.lead_id.is_some(),
             })
             .collect(),
         live_reminders,
@@ -275,7 +276,7 @@ async fn the_in_order_history_ends_in_the_expected_states() {
     // Rescheduled twice, then marked no-show.
     deliver(&store, &history(2, false, 1)).await;
     let state = snapshot(&store).await;
-    let statuses: Vec<_> = state.meetings.iter().map(|m| m.1.as_str()).collect();
+    let statuses: Vec<_> = state.meetings.iter().map(|m| m.status.as_str()).collect();
     assert_eq!(statuses, ["rescheduled", "rescheduled", "no_show"]);
     assert!(state.live_reminders.is_empty());
     assert_eq!(state.lead_status, "meeting_no_show");
