@@ -58,6 +58,23 @@ pub fn event_kind(event_name: &str) -> EventKind {
     }
 }
 
+/// What can be said of a verified body that [`parse_delivery`] refused: its event name if it has
+/// one, and why it could not be translated. No time and no payload, so the meeting service keys it
+/// by the body and stores it as failed.
+pub fn untranslatable(body: &[u8], error: &ParseError) -> v1::CalendlyEvent {
+    let event_name = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|value| value.get("event").and_then(Value::as_str).map(str::to_owned))
+        .filter(|name| !name.is_empty() && name.len() <= 200)
+        .unwrap_or_else(|| "unknown".to_owned());
+    v1::CalendlyEvent {
+        kind: event_kind(&event_name) as i32,
+        event_name,
+        translation_error: error.to_string(),
+        ..Default::default()
+    }
+}
+
 fn is_invitee_kind(kind: EventKind) -> bool {
     matches!(
         kind,
@@ -357,6 +374,7 @@ fn from_real(envelope: Envelope) -> Result<v1::CalendlyEvent, ParseError> {
         kind: kind as i32,
         occurred_at: Some(occurred_at),
         created_by,
+        translation_error: String::new(),
         payload: Some(payload),
     })
 }
@@ -473,6 +491,7 @@ fn from_seed(seed: SeedData) -> v1::CalendlyEvent {
         kind: kind as i32,
         occurred_at: seed.time.map(|t| t.0),
         created_by: String::new(),
+        translation_error: String::new(),
         payload: Some(payload),
     }
 }

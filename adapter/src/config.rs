@@ -58,7 +58,7 @@ impl Config {
         if production && signing_keys.is_empty() {
             return Err(SettingError::new(
                 "CALENDLY_WEBHOOK_SECRET",
-                "is required when APP_ENV=production",
+                "is required in production (APP_ENV, or NODE_ENV when APP_ENV is unset, is production)",
             ));
         }
         let port: u16 = parsed(lookup, "PORT", 3001)?;
@@ -74,7 +74,7 @@ impl Config {
         Ok(Self {
             environment,
             http_addr: parsed(lookup, "HTTP_ADDR", SocketAddr::from((host, port)))?,
-            metrics_addr: parsed(lookup, "METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9464)))?,
+            metrics_addr: parsed(lookup, "METRICS_ADDR", SocketAddr::from((host, 9464)))?,
             signing_keys,
             signature_tolerance: seconds(
                 lookup,

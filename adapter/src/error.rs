@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use axum::{
     Json,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
 
-use crate::{calendly::ParseError, signature};
+use crate::{calendly::ParseError, rate_limit::Throttled, signature};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -28,8 +28,8 @@ pub enum ApiError {
     SecretNotConfigured,
     #[error("{0}")]
     Parse(ParseError),
-    #[error("too many requests; retry after {} s", retry_after.as_secs().max(1))]
-    RateLimited { retry_after: Duration },
+    #[error("too many requests; retry after {} s", whole_seconds(.0.retry_after))]
+    RateLimited(Throttled),
     #[error("the test endpoint is disabled (set ENABLE_TEST_ENDPOINT=true to enable it)")]
     TestEndpointDisabled,
     #[error("no such endpoint")]
@@ -54,7 +54,7 @@ impl ApiError {
             Self::Parse(ParseError::InvalidField { .. }) | Self::Rejected(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TestEndpointDisabled | Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MeetingServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,7 +78,7 @@ impl ApiError {
             Self::Parse(ParseError::InvalidUtf8) => "INVALID_UTF8",
             Self::Parse(ParseError::InvalidJson(_)) => "INVALID_JSON",
             Self::Parse(ParseError::InvalidField { .. }) => "INVALID_PAYLOAD",
-            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::RateLimited(_) => "RATE_LIMITED",
             Self::TestEndpointDisabled => "TEST_ENDPOINT_DISABLED",
             Self::NotFound => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -96,12 +96,17 @@ impl ApiError {
             Self::Signature(signature::Error::TimestampOutOfTolerance { .. }) => "stale",
             Self::Signature(_) | Self::SecretNotConfigured => "signature",
             Self::Parse(_) | Self::Rejected(_) => "malformed",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimited(_) => "rate_limited",
             Self::TestEndpointDisabled | Self::NotFound | Self::MethodNotAllowed => "route",
             Self::MeetingServiceUnavailable => "unavailable",
             Self::Internal => "internal",
         }
     }
+}
+
+/// Seconds for `Retry-After`, rounded up: a client that waits that long is let in.
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
 impl From<signature::Error> for ApiError {
@@ -119,10 +124,18 @@ impl From<ParseError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status().into_response();
-        if let Self::RateLimited { retry_after } = &self {
-            let seconds = retry_after.as_secs().max(1);
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
+        if let Self::RateLimited(throttled) = &self {
+            let seconds = whole_seconds(throttled.retry_after).to_string();
+            let headers = response.headers_mut();
+            for (name, value) in [
+                (header::RETRY_AFTER.as_str(), seconds.as_str()),
+                ("ratelimit-limit", &throttled.limit.to_string()),
+                ("ratelimit-remaining", "0"),
+                ("ratelimit-reset", seconds.as_str()),
+            ] {
+                if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+                    headers.insert(name, value);
+                }
             }
         }
         response.extensions_mut().insert(self);

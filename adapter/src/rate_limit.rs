@@ -32,6 +32,14 @@ pub struct Allowance {
     pub remaining: u32,
 }
 
+impl Allowance {
+    /// `RateLimit-Limit` and `RateLimit-Remaining`, as express-rate-limit's standard headers.
+    pub fn write_headers(&self, headers: &mut axum::http::HeaderMap) {
+        headers.insert("ratelimit-limit", self.limit.into());
+        headers.insert("ratelimit-remaining", self.remaining.into());
+    }
+}
+
 /// Over the limit: when the next request would be allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttled {

@@ -26,7 +26,11 @@ pub enum Error {
     /// Correctly formed, but signed too long ago (or too far ahead). `age_secs` is negative for
     /// a timestamp in the future. Whether the MAC itself matched is reported so that genuine but
     /// late deliveries (for example Calendly retries that keep their first `t`) can be told apart.
-    #[error("the signature timestamp is {age_secs} s from now, outside the {tolerance_secs} s tolerance")]
+    #[error(
+        "the signature timestamp is {} s {}, outside the {tolerance_secs} s tolerance",
+        age_secs.unsigned_abs(),
+        if *age_secs >= 0 { "old" } else { "in the future" }
+    )]
     TimestampOutOfTolerance {
         age_secs: i64,
         tolerance_secs: u64,

@@ -53,20 +53,22 @@ impl Config {
         if production && internal_api_token.is_none() {
             return Err(SettingError::new(
                 "INTERNAL_API_TOKEN",
-                "is required when APP_ENV=production",
+                "is required in production (APP_ENV, or NODE_ENV when APP_ENV is unset, is production)",
             ));
         }
         let reminder_offsets = match optional(lookup, "REMINDER_OFFSETS") {
             None => crate::domain::reminders::default_offsets(),
             Some(value) => parse_offsets(&value).map_err(|e| SettingError::new("REMINDER_OFFSETS", e))?,
         };
+        // Loopback for local use; every interface in production, where a pod must be reachable.
+        let host = if production { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
         let retention_days: u64 = parsed(lookup, "RAW_BODY_RETENTION_DAYS", 30)?;
         Ok(Self {
             environment,
             database_url: Secret::new(database_url),
             database_max_connections: parsed(lookup, "DATABASE_MAX_CONNECTIONS", 10)?,
-            grpc_addr: parsed(lookup, "GRPC_ADDR", SocketAddr::from(([127, 0, 0, 1], 50051)))?,
-            metrics_addr: parsed(lookup, "METRICS_ADDR", SocketAddr::from(([127, 0, 0, 1], 9465)))?,
+            grpc_addr: parsed(lookup, "GRPC_ADDR", SocketAddr::from((host, 50051)))?,
+            metrics_addr: parsed(lookup, "METRICS_ADDR", SocketAddr::from((host, 9465)))?,
             internal_api_token,
             reminder_offsets,
             create_leads_for_unknown_invitees: flag(lookup, "CREATE_LEADS_FOR_UNKNOWN_INVITEES", false)?,

@@ -61,6 +61,7 @@ fn event(
         kind: kind as i32,
         occurred_at: Some(to_timestamp(occurred)),
         created_by: String::new(),
+        translation_error: String::new(),
         payload: Some(Payload::Invitee(invitee)),
     }
 }

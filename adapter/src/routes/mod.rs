@@ -30,9 +30,9 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the body, stopping with 413 as soon as it passes the limit: a declared
-/// `Content-Length` over the limit is refused before reading anything.
-pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// 413 for a declared `Content-Length` over the limit, before anything is read: the cheapest
+/// check, so it comes first.
+pub fn reject_declared_oversize(headers: &HeaderMap) -> Result<(), ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -42,6 +42,13 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErro
             limit: MAX_BODY_BYTES,
         });
     }
+    Ok(())
+}
+
+/// Reads the body, stopping with 413 as soon as it passes the limit (a chunked body declares no
+/// length).
+pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    reject_declared_oversize(headers)?;
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge {

@@ -6,14 +6,15 @@
 use std::net::SocketAddr;
 
 use axum::{
-    Extension, Json,
+    Extension,
     body::Body,
     extract::{ConnectInfo, State},
     http::HeaderMap,
+    response::{IntoResponse, Response},
 };
 use proto::v1::Source;
 
-use super::{Accepted, ingest, read_body, require_json};
+use super::{ingest, read_body, reject_declared_oversize, require_json};
 use crate::{AppState, calendly, client_ip::client_ip, error::ApiError, tracking::TrackingId};
 
 pub async fn receive(
@@ -22,22 +23,32 @@ pub async fn receive(
     Extension(tracking_id): Extension<TrackingId>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Accepted>, ApiError> {
+) -> Result<Response, ApiError> {
     if !state.config.test_endpoint_enabled {
         return Err(ApiError::TestEndpointDisabled);
     }
     let client = client_ip(peer, &headers, &state.config.trusted_proxies);
-    if !state.is_exempt(client)
-        && let Err(throttled) = state.test_limiter.check(client)
-    {
-        tracing::warn!(%client, security = true, "test endpoint traffic throttled");
-        return Err(ApiError::RateLimited {
-            retry_after: throttled.retry_after,
-        });
-    }
+    let allowance = if state.is_exempt(client) {
+        None
+    } else {
+        match state.test_limiter.check(client) {
+            Ok(allowance) => Some(allowance),
+            Err(throttled) => {
+                tracing::warn!(%client, security = true, "test endpoint traffic throttled");
+                return Err(ApiError::RateLimited(throttled));
+            }
+        }
+    };
     tracing::info!(%client, "manual Calendly event processing test initiated");
+    reject_declared_oversize(&headers)?;
     require_json(&headers)?;
     let body = read_body(&headers, body).await?;
     let event = calendly::parse_delivery(&body)?;
-    ingest(&state, &tracking_id, event, body, Source::TestEndpoint).await
+    let mut response = ingest(&state, &tracking_id, event, body, Source::TestEndpoint)
+        .await?
+        .into_response();
+    if let Some(allowance) = allowance {
+        allowance.write_headers(response.headers_mut());
+    }
+    Ok(response)
 }

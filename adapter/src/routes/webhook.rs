@@ -1,6 +1,7 @@
 //! `POST /webhook/calendly`: real, signed Calendly deliveries.
 //!
 //! Order: size → content type → signature (over the raw bytes) → parse → meeting service.
+//! Once the signature verifies, the delivery is stored whatever its content (see below).
 //! A delivery whose signature verifies is never rate limited: Calendly sends from few addresses
 //! and a throttled delivery is a lost booking. Only traffic that fails before or at the signature
 //! check counts against the client's allowance.
@@ -15,7 +16,7 @@ use axum::{
 };
 use proto::v1::Source;
 
-use super::{Accepted, ingest, read_body, require_json};
+use super::{Accepted, ingest, read_body, reject_declared_oversize, require_json};
 use crate::{AppState, calendly, client_ip::client_ip, error::ApiError, signature, tracking::TrackingId};
 
 pub static SIGNATURE_HEADER: &str = "calendly-webhook-signature";
@@ -36,19 +37,23 @@ pub async fn receive(
                 && let Err(throttled) = state.webhook_limiter.check(client)
             {
                 tracing::warn!(%client, security = true, "unverified webhook traffic throttled");
-                return Err(ApiError::RateLimited {
-                    retry_after: throttled.retry_after,
-                });
+                return Err(ApiError::RateLimited(throttled));
             }
             log_signature_rejection(&error, client);
             return Err(error);
         }
     };
-    let event = calendly::parse_delivery(&verified)?;
+    // A genuine delivery is never refused for its content: Calendly would retry it for a day and
+    // then disable the subscription. It is stored as failed, with the reason, instead.
+    let event = calendly::parse_delivery(&verified).unwrap_or_else(|error| {
+        tracing::warn!(%error, "a verified delivery could not be translated; storing it as failed");
+        calendly::untranslatable(&verified, &error)
+    });
     ingest(&state, &tracking_id, event, verified, Source::Webhook).await
 }
 
 async fn verified_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    reject_declared_oversize(headers)?;
     require_json(headers)?;
     let body = read_body(headers, body).await?;
     if state.config.signing_keys.is_empty() {

@@ -70,6 +70,12 @@ pub enum Disposition {
 /// Decides what to do with `event`. `received_at` stands in for Calendly's time when a seed-shape
 /// test body carries none.
 pub fn classify(event: &CalendlyEvent, received_at: DateTime<Utc>) -> Disposition {
+    if !event.translation_error.is_empty() {
+        return Disposition::Fail(vec![format!(
+            "the body could not be translated: {}",
+            event.translation_error
+        )]);
+    }
     let kind = EventKind::try_from(event.kind).unwrap_or(EventKind::Unspecified);
     let change = match kind {
         EventKind::InviteeCreated => None,
@@ -212,6 +218,7 @@ mod tests {
             kind: EventKind::InviteeCreated as i32,
             occurred_at: ts(occurred),
             created_by: String::new(),
+            translation_error: String::new(),
             payload: Some(Payload::Invitee(Invitee {
                 uri: uri.into(),
                 email: email.into(),
@@ -267,6 +274,18 @@ mod tests {
             Disposition::Fail(vec![
                 "payload.uri is missing".into(),
                 "payload.email is missing".into()
+            ])
+        );
+    }
+
+    #[test]
+    fn an_untranslatable_delivery_fails_with_the_adapters_reason() {
+        let mut event = created("u", "e@x", 1);
+        event.translation_error = "payload.uri: missing field".into();
+        assert_eq!(
+            classify(&event, Utc::now()),
+            Disposition::Fail(vec![
+                "the body could not be translated: payload.uri: missing field".into()
             ])
         );
     }

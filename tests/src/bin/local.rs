@@ -5,15 +5,19 @@
 //! migrations applied. Settings come from the environment and `.env`, as in production.
 
 use anyhow::Context;
-use service_kit::{settings::process_env, shutdown, telemetry};
+use service_kit::{
+    settings::{Environment, process_env},
+    shutdown, telemetry,
+};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
+    let lookup = with_internal_token(&process_env);
     let (meeting_config, mut adapter_config) = match (
-        meeting_service::Config::from_lookup(&process_env),
-        adapter::Config::from_lookup(&process_env),
+        meeting_service::Config::from_lookup(&lookup),
+        adapter::Config::from_lookup(&lookup),
     ) {
         (Ok(meeting), Ok(adapter)) => (meeting, adapter),
         (Err(error), _) | (_, Err(error)) => {
@@ -77,6 +81,25 @@ async fn main() -> anyhow::Result<()> {
         },
     );
     result.map(|_| ())
+}
+
+/// In production the meeting service refuses to start without `INTERNAL_API_TOKEN`. Here both
+/// services share one process, so when it is unset they share a random token made for this run:
+/// a seed user's `.env` with `NODE_ENV=production` still starts, and the gRPC port stays closed
+/// to callers without a token.
+fn with_internal_token(lookup: &dyn Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> + '_ {
+    let production = matches!(Environment::from_lookup(lookup), Ok(Environment::Production));
+    let missing = lookup("INTERNAL_API_TOKEN").is_none_or(|token| token.trim().is_empty());
+    let generated = (production && missing).then(|| uuid::Uuid::new_v4().simple().to_string());
+    if generated.is_some() {
+        eprintln!(
+            "INTERNAL_API_TOKEN is unset: using a random token for this run; set it to call the gRPC API"
+        );
+    }
+    move |name| match (name, &generated) {
+        ("INTERNAL_API_TOKEN", Some(token)) => Some(token.clone()),
+        _ => lookup(name),
+    }
 }
 
 /// The URL without any password, for the start-up log line.

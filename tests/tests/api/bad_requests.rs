@@ -1,0 +1,451 @@
+//! The front door's answer to every kind of bad request: a uniform error body with a stable
+//! code, `X-Tracking-Id`, and nothing stored anywhere.
+
+use adapter::signature::{compute_mac, sign};
+use reqwest::Method;
+
+use crate::helpers::{Backend, SIGNING_KEY, TestApp, fixture, json, spawn_app_with};
+
+const ONE_MIB: usize = 1024 * 1024;
+
+enum Sig {
+    None,
+    Header(String),
+}
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: &'static str,
+    content_type: Option<&'static str>,
+    signature: Sig,
+    body: Vec<u8>,
+    status: u16,
+    code: &'static str,
+}
+
+fn case(
+    name: &'static str,
+    path: &'static str,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+    code: &'static str,
+) -> Case {
+    Case {
+        name,
+        method: Method::POST,
+        path,
+        content_type: Some("application/json"),
+        signature: Sig::None,
+        body: body.into(),
+        status,
+        code,
+    }
+}
+
+const WEBHOOK: &str = "/webhook/calendly";
+const TEST: &str = "/webhook/calendly/test";
+
+fn catalogue() -> Vec<Case> {
+    let body = fixture("invitee-created-one-on-one.json");
+    let now = chrono::Utc::now().timestamp();
+    let genuine = hex::encode(compute_mac(SIGNING_KEY.as_bytes(), now, &body));
+    let signed = |name, header: String, status, code| Case {
+        signature: Sig::Header(header),
+        ..case(name, WEBHOOK, body.clone(), status, code)
+    };
+    let mut tampered = body.clone();
+    tampered[40] ^= 0x01;
+    let oversized = vec![b' '; ONE_MIB + 1];
+    let cases = vec![
+        // Content type and size, checked before the signature.
+        Case {
+            content_type: None,
+            ..case(
+                "no content type",
+                WEBHOOK,
+                body.clone(),
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+            )
+        },
+        Case {
+            content_type: Some("text/plain"),
+            ..case("text/plain", WEBHOOK, body.clone(), 415, "UNSUPPORTED_MEDIA_TYPE")
+        },
+        Case {
+            content_type: Some("application/xml"),
+            ..case("xml", WEBHOOK, body.clone(), 415, "UNSUPPORTED_MEDIA_TYPE")
+        },
+        Case {
+            content_type: Some("application/jsonp"),
+            ..case("jsonp", WEBHOOK, body.clone(), 415, "UNSUPPORTED_MEDIA_TYPE")
+        },
+        Case {
+            content_type: Some("application/x-www-form-urlencoded"),
+            ..case("form", WEBHOOK, body.clone(), 415, "UNSUPPORTED_MEDIA_TYPE")
+        },
+        case(
+            "one byte over 1 MiB",
+            WEBHOOK,
+            oversized.clone(),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        // Signatures.
+        case(
+            "no signature header",
+            WEBHOOK,
+            body.clone(),
+            401,
+            "MISSING_SIGNATURE",
+        ),
+        signed(
+            "empty signature header",
+            String::new(),
+            401,
+            "MALFORMED_SIGNATURE_HEADER",
+        ),
+        signed(
+            "garbage signature header",
+            "garbage".into(),
+            401,
+            "MALFORMED_SIGNATURE_HEADER",
+        ),
+        signed("timestamp only", format!("t={now}"), 401, "MALFORMED_SIGNATURE"),
+        signed(
+            "signature only",
+            format!("v1={genuine}"),
+            401,
+            "MALFORMED_SIGNATURE_HEADER",
+        ),
+        signed(
+            "two timestamps",
+            format!("t={now},t={},v1={genuine}", now + 1),
+            401,
+            "MALFORMED_SIGNATURE_HEADER",
+        ),
+        signed(
+            "non-numeric timestamp",
+            format!("t=now,v1={genuine}"),
+            401,
+            "MALFORMED_SIGNATURE_HEADER",
+        ),
+        signed(
+            "GitHub-style header",
+            format!("sha256={genuine}"),
+            401,
+            "MALFORMED_SIGNATURE_HEADER",
+        ),
+        signed(
+            "non-hex signature",
+            format!("t={now},v1={}", "z".repeat(64)),
+            401,
+            "MALFORMED_SIGNATURE",
+        ),
+        signed(
+            "truncated signature",
+            format!("t={now},v1={}", &genuine[..63]),
+            401,
+            "MALFORMED_SIGNATURE",
+        ),
+        signed(
+            "SHA-1 length signature",
+            format!("t={now},v1={}", &genuine[..40]),
+            401,
+            "MALFORMED_SIGNATURE",
+        ),
+        signed(
+            "wrong key",
+            sign(b"another-key", now, &body),
+            401,
+            "INVALID_SIGNATURE",
+        ),
+        signed(
+            "timestamp moved after signing",
+            format!("t={},v1={genuine}", now - 1),
+            401,
+            "INVALID_SIGNATURE",
+        ),
+        signed(
+            "signed over the body alone",
+            format!("t={now},v1={}", body_only_mac(&body)),
+            401,
+            "INVALID_SIGNATURE",
+        ),
+        Case {
+            signature: Sig::Header(sign(SIGNING_KEY.as_bytes(), now, &body)),
+            ..case(
+                "body changed after signing",
+                WEBHOOK,
+                tampered,
+                401,
+                "INVALID_SIGNATURE",
+            )
+        },
+        signed(
+            "genuine but ten minutes old",
+            sign(SIGNING_KEY.as_bytes(), now - 600, &body),
+            401,
+            "SIGNATURE_TIMESTAMP_OUT_OF_TOLERANCE",
+        ),
+        signed(
+            "genuine but ten minutes ahead",
+            sign(SIGNING_KEY.as_bytes(), now + 600, &body),
+            401,
+            "SIGNATURE_TIMESTAMP_OUT_OF_TOLERANCE",
+        ),
+        signed(
+            "timestamp in milliseconds",
+            sign(SIGNING_KEY.as_bytes(), now * 1000, &body),
+            401,
+            "SIGNATURE_TIMESTAMP_OUT_OF_TOLERANCE",
+        ),
+        // Routes and methods.
+        Case {
+            method: Method::GET,
+            ..case("GET on the webhook", WEBHOOK, "", 405, "METHOD_NOT_ALLOWED")
+        },
+        Case {
+            method: Method::PUT,
+            ..case("PUT on the webhook", WEBHOOK, "{}", 405, "METHOD_NOT_ALLOWED")
+        },
+        Case {
+            method: Method::DELETE,
+            ..case("DELETE on the test endpoint", TEST, "", 405, "METHOD_NOT_ALLOWED")
+        },
+        case(
+            "POST on health",
+            "/webhook/calendly/health",
+            "{}",
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        Case {
+            method: Method::GET,
+            ..case("unknown path", "/nope", "", 404, "NOT_FOUND")
+        },
+        case("parent path", "/webhook", "{}", 404, "NOT_FOUND"),
+        Case {
+            method: Method::GET,
+            ..case(
+                "path below health",
+                "/webhook/calendly/health/x",
+                "",
+                404,
+                "NOT_FOUND",
+            )
+        },
+        // Bodies on the unsigned test endpoint.
+        case(
+            "invalid UTF-8",
+            TEST,
+            vec![b'{', 0xff, 0xfe, b'}'],
+            400,
+            "INVALID_UTF8",
+        ),
+        case("empty body", TEST, "", 400, "INVALID_JSON"),
+        case("unterminated object", TEST, "{", 400, "INVALID_JSON"),
+        case(
+            "trailing garbage",
+            TEST,
+            r#"{"event":"invitee.created"} x"#,
+            400,
+            "INVALID_JSON",
+        ),
+        case("single quotes", TEST, "{'event': 1}", 400, "INVALID_JSON"),
+        case("top-level array", TEST, "[]", 422, "INVALID_PAYLOAD"),
+        case("top-level null", TEST, "null", 422, "INVALID_PAYLOAD"),
+        case("empty object", TEST, "{}", 422, "INVALID_PAYLOAD"),
+        case(
+            "event is a number",
+            TEST,
+            r#"{"event":1,"created_at":"2030-01-01T00:00:00Z","payload":{}}"#,
+            422,
+            "INVALID_PAYLOAD",
+        ),
+        case(
+            "created_at missing",
+            TEST,
+            r#"{"event":"invitee.created","payload":{}}"#,
+            422,
+            "INVALID_PAYLOAD",
+        ),
+        case(
+            "created_at not a time",
+            TEST,
+            r#"{"event":"invitee.created","created_at":"yesterday","payload":{}}"#,
+            422,
+            "INVALID_PAYLOAD",
+        ),
+        case(
+            "invitee without uri",
+            TEST,
+            r#"{"event":"invitee.created","created_at":"2030-01-01T00:00:00Z","payload":{"email":"a@b.c","name":"A"}}"#,
+            422,
+            "INVALID_PAYLOAD",
+        ),
+        case(
+            "start_time not a time",
+            TEST,
+            r#"{"event":"invitee.created","created_at":"2030-01-01T00:00:00Z","payload":{"uri":"u","email":"a@b.c","name":"A","scheduled_event":{"uri":"e","start_time":"soon","end_time":"2030-01-01T00:00:00Z"}}}"#,
+            422,
+            "INVALID_PAYLOAD",
+        ),
+        case(
+            "seed eventData not an object",
+            TEST,
+            r#"{"eventData":"x"}"#,
+            422,
+            "INVALID_PAYLOAD",
+        ),
+        case(
+            "seed event missing",
+            TEST,
+            r#"{"eventData":{"payload":{}}}"#,
+            422,
+            "INVALID_PAYLOAD",
+        ),
+        case(
+            "seed email is a number",
+            TEST,
+            r#"{"eventData":{"event":"invitee.created","payload":{"invitee":{"email":7}}}}"#,
+            422,
+            "INVALID_PAYLOAD",
+        ),
+        Case {
+            content_type: Some("text/plain"),
+            ..case(
+                "test endpoint, text/plain",
+                TEST,
+                "{}",
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+            )
+        },
+        case(
+            "test endpoint, over 1 MiB",
+            TEST,
+            oversized,
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+    ];
+    cases
+}
+
+/// The MAC of a signer that leaves out `t.`.
+fn body_only_mac(body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SIGNING_KEY.as_bytes()).expect("any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+async fn send(app: &TestApp, case: &Case) -> reqwest::Response {
+    let mut request = app
+        .http
+        .request(case.method.clone(), app.url(case.path))
+        .body(case.body.clone());
+    if let Some(content_type) = case.content_type {
+        request = request.header("content-type", content_type);
+    }
+    if let Sig::Header(value) = &case.signature {
+        request = request.header("calendly-webhook-signature", value.as_str());
+    }
+    request.send().await.expect("HTTP request")
+}
+
+async fn every_bad_request_gets_its_status_and_code_and_stores_nothing(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[("WEBHOOK_RATE_LIMIT", "1000"), ("TEST_RATE_LIMIT", "1000")],
+    )
+    .await;
+    let cases = catalogue();
+    assert!(cases.len() >= 40, "the catalogue holds {} cases", cases.len());
+    for case in &cases {
+        let response = send(&app, case).await;
+        assert_eq!(response.status().as_u16(), case.status, "{}", case.name);
+        let tracking = response
+            .headers()
+            .get("x-tracking-id")
+            .map(|v| v.to_str().expect("ASCII").to_owned());
+        assert!(tracking.is_some(), "{}: X-Tracking-Id", case.name);
+        let error = json(response).await;
+        assert_eq!(error["code"], case.code, "{}: {error}", case.name);
+        assert_eq!(error["trackingId"].as_str(), tracking.as_deref(), "{}", case.name);
+        assert!(
+            error["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}",
+            case.name
+        );
+        assert!(error["timestamp"].as_str().is_some(), "{}", case.name);
+        assert_eq!(app.total_rows().await, 0, "{} stored something", case.name);
+    }
+    app.stop().await;
+}
+
+async fn a_body_of_exactly_one_mib_is_accepted(backend: Backend) {
+    let app = spawn_app_with(backend, &[]).await;
+    let fixture = String::from_utf8(fixture("invitee-created-one-on-one.json")).expect("UTF-8");
+    // Pad inside the JSON (unknown fields are ignored) up to exactly 1 MiB.
+    let object = fixture.trim_end().strip_suffix('}').expect("an object");
+    let prefix = format!(r#"{object},"padding":""#);
+    let suffix = r#""}"#;
+    let body = format!(
+        "{prefix}{}{suffix}",
+        "x".repeat(ONE_MIB - prefix.len() - suffix.len())
+    );
+    assert_eq!(body.len(), ONE_MIB);
+    let response = app.post_signed(body.as_bytes()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.count("meetings").await, 1);
+    app.stop().await;
+}
+
+async fn a_verified_delivery_that_cannot_be_translated_is_kept_as_failed(backend: Backend) {
+    let app = spawn_app_with(backend, &[]).await;
+    let body =
+        br#"{"event":"invitee.created","created_at":"2030-01-01T00:00:00Z","payload":{"email":"a@b.c"}}"#;
+    let response = app.post_signed(body).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "Calendly must not retry a genuine delivery for its content"
+    );
+    let answer = json(response).await;
+    assert_eq!(answer["result"]["outcome"], "failed");
+    let error = answer["result"]["errors"][0].as_str().expect("a reason");
+    assert!(error.contains("payload"), "{error}");
+    assert_eq!(app.count("webhook_events").await, 1);
+    assert_eq!(app.count("meetings").await, 0);
+    // A retry of the same body is recognised.
+    assert_eq!(
+        json(app.post_signed(body).await).await["result"]["outcome"],
+        "duplicate"
+    );
+    app.stop().await;
+}
+
+async fn test_endpoint_answers_carry_the_rate_limit_headers(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TEST_RATE_LIMIT", "2")]).await;
+    let body = fixture("seed-test-format.json");
+    let first = app.post_test_endpoint(&body).await;
+    assert_eq!(first.headers()["ratelimit-limit"], "2");
+    assert_eq!(first.headers()["ratelimit-remaining"], "1");
+    app.post_test_endpoint(&body).await;
+    let throttled = app.post_test_endpoint(&body).await;
+    assert_eq!(throttled.status(), 429);
+    assert_eq!(throttled.headers()["ratelimit-remaining"], "0");
+    assert!(throttled.headers().contains_key("ratelimit-reset"));
+    assert!(throttled.headers().contains_key("retry-after"));
+    app.stop().await;
+}
+
+crate::on_both_backends!(
+    every_bad_request_gets_its_status_and_code_and_stores_nothing,
+    a_body_of_exactly_one_mib_is_accepted,
+    a_verified_delivery_that_cannot_be_translated_is_kept_as_failed,
+    test_endpoint_answers_carry_the_rate_limit_headers,
+);
