@@ -12,6 +12,12 @@ pub enum ServiceError {
     InvalidArgument(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with another record (e.g. a lead's e-mail taken by another lead).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The record is not in a state that allows this (e.g. completing a reminder not claimed).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The database is unreachable or kept failing transiently; nothing was stored.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
@@ -32,6 +38,8 @@ impl ServiceError {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Unexpected(_) => Code::Internal,
         }
@@ -44,7 +52,10 @@ impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         let code = error.code();
         let message = match &error {
-            ServiceError::InvalidArgument(message) | ServiceError::NotFound(message) => message.clone(),
+            ServiceError::InvalidArgument(message)
+            | ServiceError::NotFound(message)
+            | ServiceError::AlreadyExists(message)
+            | ServiceError::FailedPrecondition(message) => message.clone(),
             ServiceError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "database unavailable");
                 "the meeting database is unavailable; retry later".to_owned()

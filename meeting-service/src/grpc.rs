@@ -4,23 +4,35 @@
 
 use chrono::Utc;
 use proto::v1::{
-    GetMeetingRequest, IngestCalendlyEventRequest, IngestCalendlyEventResponse, ListWebhookEventsRequest,
-    ListWebhookEventsResponse, Meeting, Outcome, Reminder, ReplayWebhookEventRequest, Source, WebhookEvent,
-    get_meeting_request::Key, meeting_service_server::MeetingService,
+    ClaimDueRemindersRequest, ClaimDueRemindersResponse, CompleteReminderRequest, DueReminder,
+    GetLeadRequest, GetMeetingRequest, IngestCalendlyEventRequest, IngestCalendlyEventResponse, Lead,
+    ListMeetingsRequest, ListMeetingsResponse, ListWebhookEventsRequest, ListWebhookEventsResponse, Meeting,
+    Outcome, ReleaseReminderRequest, Reminder, ReplayWebhookEventRequest, Source, UpsertLeadRequest,
+    WebhookEvent, get_lead_request, get_meeting_request::Key, meeting_service_server::MeetingService,
 };
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::Instrument;
 
 use crate::{
-    domain::event::to_timestamp,
-    entity::{meeting, meeting_reminder, webhook_event},
+    domain::{
+        event::{to_timestamp, to_utc},
+        lead::normalize_email,
+        meeting::MeetingStatus,
+    },
+    entity::{lead, meeting, meeting_reminder, webhook_event},
     error::ServiceError,
-    store::{IngestRequest, Ingested, Store, reads::MeetingKey},
+    store::{
+        IngestRequest, Ingested, Store,
+        leads::{LeadChange, LeadKey, valid_email},
+        reads::{MeetingFilter, MeetingKey},
+    },
 };
 
-/// Largest page `ListWebhookEvents` returns.
+/// Largest page a list call returns, and most reminders one claim hands out.
 pub const MAX_PAGE_SIZE: u32 = 500;
+/// Longest claim lease.
+pub const MAX_LEASE_SECONDS: u32 = 3_600;
 const DEFAULT_PAGE_SIZE: u32 = 50;
 
 pub struct MeetingApi {
@@ -61,6 +73,8 @@ async fn handle<T>(
             Ok(_) => "ok",
             Err(ServiceError::InvalidArgument(_)) => "invalid_argument",
             Err(ServiceError::NotFound(_)) => "not_found",
+            Err(ServiceError::AlreadyExists(_)) => "already_exists",
+            Err(ServiceError::FailedPrecondition(_)) => "failed_precondition",
             Err(ServiceError::Unavailable(_)) => "unavailable",
             Err(ServiceError::Unexpected(_)) => "internal",
         };
@@ -152,20 +166,9 @@ impl MeetingService for MeetingApi {
                 Ok(outcome) => Some(outcome),
                 Err(_) => return Err(ServiceError::InvalidArgument("outcome: unknown value".into())),
             };
-            let page_size = match request.page_size {
-                0 => DEFAULT_PAGE_SIZE,
-                n if n > MAX_PAGE_SIZE => {
-                    return Err(ServiceError::InvalidArgument(format!(
-                        "page_size: at most {MAX_PAGE_SIZE}"
-                    )));
-                }
-                n => n,
-            };
+            let page_size = page_size(request.page_size)?;
             let before_id = decode_page_token(&request.page_token)?;
-            let page = self
-                .store
-                .webhook_events(outcome, u64::from(page_size), before_id)
-                .await?;
+            let page = self.store.webhook_events(outcome, page_size, before_id).await?;
             Ok(ListWebhookEventsResponse {
                 events: page.events.iter().map(webhook_event_message).collect(),
                 next_page_token: page.next_after_id.map(encode_page_token).unwrap_or_default(),
@@ -190,6 +193,188 @@ impl MeetingService for MeetingApi {
         })
         .await
     }
+    async fn list_meetings(
+        &self,
+        request: Request<ListMeetingsRequest>,
+    ) -> Result<Response<ListMeetingsResponse>, Status> {
+        let tracking_id = tracking_id(request.metadata());
+        let request = request.into_inner();
+        handle("ListMeetings", &tracking_id, async {
+            let status = match request.status.trim() {
+                "" => None,
+                value => Some(MeetingStatus::parse(value).ok_or_else(|| {
+                    ServiceError::InvalidArgument(
+                        "status: one of scheduled, canceled, rescheduled, no_show".into(),
+                    )
+                })?),
+            };
+            let filter = MeetingFilter {
+                lead_id: request.lead_id,
+                invitee_email: Some(normalize_email(&request.invitee_email)).filter(|e| !e.is_empty()),
+                status,
+                start_from: optional_time("start_from", request.start_from.as_ref())?,
+                start_before: optional_time("start_before", request.start_before.as_ref())?,
+            };
+            let limit = page_size(request.page_size)?;
+            let after = decode_page_token(&request.page_token)?;
+            let page = self
+                .store
+                .meetings(&filter, limit, after, request.include_reminders)
+                .await?;
+            Ok(ListMeetingsResponse {
+                meetings: page
+                    .meetings
+                    .iter()
+                    .map(|v| meeting_message(&v.meeting, &v.reminders))
+                    .collect(),
+                next_page_token: page.next_after_id.map(encode_page_token).unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn upsert_lead(&self, request: Request<UpsertLeadRequest>) -> Result<Response<Lead>, Status> {
+        let tracking_id = tracking_id(request.metadata());
+        let request = request.into_inner();
+        handle("UpsertLead", &tracking_id, async {
+            if request.id < 0 {
+                return Err(ServiceError::InvalidArgument(
+                    "id: must be positive, or 0 to match by email".into(),
+                ));
+            }
+            let status = Some(request.status.trim().to_owned()).filter(|s| !s.is_empty());
+            if status.as_ref().is_some_and(|s| s.len() > 64) {
+                return Err(ServiceError::InvalidArgument(
+                    "status: at most 64 characters".into(),
+                ));
+            }
+            let change = LeadChange {
+                id: (request.id > 0).then_some(request.id),
+                email: valid_email(&request.email)?,
+                name: request
+                    .name
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty()),
+                status,
+            };
+            let lead = self.store.upsert_lead(change, Utc::now()).await?;
+            Ok(lead_message(&lead))
+        })
+        .await
+    }
+
+    async fn get_lead(&self, request: Request<GetLeadRequest>) -> Result<Response<Lead>, Status> {
+        let tracking_id = tracking_id(request.metadata());
+        let request = request.into_inner();
+        handle("GetLead", &tracking_id, async {
+            let key = match &request.key {
+                Some(get_lead_request::Key::Id(id)) if *id > 0 => LeadKey::Id(*id),
+                Some(get_lead_request::Key::Email(email)) if !email.trim().is_empty() => {
+                    LeadKey::Email(email)
+                }
+                _ => {
+                    return Err(ServiceError::InvalidArgument(
+                        "key: give a positive id or an email".into(),
+                    ));
+                }
+            };
+            let lead = self
+                .store
+                .lead(key)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound("no such lead".into()))?;
+            Ok(lead_message(&lead))
+        })
+        .await
+    }
+
+    async fn claim_due_reminders(
+        &self,
+        request: Request<ClaimDueRemindersRequest>,
+    ) -> Result<Response<ClaimDueRemindersResponse>, Status> {
+        let tracking_id = tracking_id(request.metadata());
+        let request = request.into_inner();
+        handle("ClaimDueReminders", &tracking_id, async {
+            if !(1..=MAX_PAGE_SIZE).contains(&request.limit) {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "limit: 1 to {MAX_PAGE_SIZE}"
+                )));
+            }
+            if !(1..=MAX_LEASE_SECONDS).contains(&request.lease_seconds) {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "lease_seconds: 1 to {MAX_LEASE_SECONDS}"
+                )));
+            }
+            let claimant = request.claimant.trim();
+            if claimant.is_empty() || claimant.len() > 128 {
+                return Err(ServiceError::InvalidArgument(
+                    "claimant: 1 to 128 characters".into(),
+                ));
+            }
+            let lease = std::time::Duration::from_secs(u64::from(request.lease_seconds));
+            let (token, claimed) = self
+                .store
+                .claim_due_reminders(u64::from(request.limit), lease, claimant, Utc::now())
+                .await?;
+            tracing::info!(claimant, claimed = claimed.len(), "reminders claimed");
+            Ok(ClaimDueRemindersResponse {
+                reminders: claimed
+                    .iter()
+                    .map(|c| DueReminder {
+                        reminder: Some(reminder_message(&c.reminder)),
+                        meeting: Some(meeting_message(&c.meeting, &[])),
+                        claim_token: token.clone(),
+                        claim_expires_at: c.reminder.claim_expires_at.map(to_timestamp),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn complete_reminder(
+        &self,
+        request: Request<CompleteReminderRequest>,
+    ) -> Result<Response<Reminder>, Status> {
+        let tracking_id = tracking_id(request.metadata());
+        let request = request.into_inner();
+        handle("CompleteReminder", &tracking_id, async {
+            validate_claim(request.id, &request.claim_token)?;
+            let reminder = self
+                .store
+                .complete_reminder(request.id, &request.claim_token, Utc::now())
+                .await?;
+            Ok(reminder_message(&reminder))
+        })
+        .await
+    }
+
+    async fn release_reminder(
+        &self,
+        request: Request<ReleaseReminderRequest>,
+    ) -> Result<Response<Reminder>, Status> {
+        let tracking_id = tracking_id(request.metadata());
+        let request = request.into_inner();
+        handle("ReleaseReminder", &tracking_id, async {
+            validate_claim(request.id, &request.claim_token)?;
+            let reminder = self
+                .store
+                .release_reminder(request.id, &request.claim_token, Utc::now())
+                .await?;
+            Ok(reminder_message(&reminder))
+        })
+        .await
+    }
+}
+
+fn validate_claim(id: i64, claim_token: &str) -> Result<(), ServiceError> {
+    if id <= 0 {
+        return Err(ServiceError::InvalidArgument("id: must be positive".into()));
+    }
+    if claim_token.trim().is_empty() {
+        return Err(ServiceError::InvalidArgument("claim_token: required".into()));
+    }
+    Ok(())
 }
 
 /// Page tokens are opaque to callers; today they carry the last id seen.
@@ -254,7 +439,41 @@ pub(crate) fn reminder_message(row: &meeting_reminder::Model) -> Reminder {
         scheduled_time: Some(to_timestamp(row.scheduled_time)),
         state: row.state.clone(),
         sent: row.sent,
+        attempts: row.attempts,
+        sent_at: row.sent_at.map(to_timestamp),
     }
+}
+
+fn lead_message(row: &lead::Model) -> Lead {
+    Lead {
+        id: row.id,
+        email: row.email.clone(),
+        name: row.name.clone(),
+        status: row.status.clone(),
+        created_at: Some(to_timestamp(row.created_at)),
+        updated_at: Some(to_timestamp(row.updated_at)),
+    }
+}
+
+fn page_size(requested: u32) -> Result<u64, ServiceError> {
+    match requested {
+        0 => Ok(u64::from(DEFAULT_PAGE_SIZE)),
+        n if n > MAX_PAGE_SIZE => Err(ServiceError::InvalidArgument(format!(
+            "page_size: at most {MAX_PAGE_SIZE}"
+        ))),
+        n => Ok(u64::from(n)),
+    }
+}
+
+fn optional_time(
+    field: &str,
+    timestamp: Option<&prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<Utc>>, ServiceError> {
+    timestamp
+        .map(|t| {
+            to_utc(t).ok_or_else(|| ServiceError::InvalidArgument(format!("{field}: not a valid timestamp")))
+        })
+        .transpose()
 }
 
 fn webhook_event_message(row: &webhook_event::Model) -> WebhookEvent {

@@ -11,6 +11,9 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::store::Store;
 
+/// A pending reminder this long past its time means no dispatcher is keeping up.
+const OVERDUE_AFTER: Duration = Duration::from_secs(300);
+
 pub async fn watch_database(
     store: Store,
     reporter: HealthReporter,
@@ -20,6 +23,12 @@ pub async fn watch_database(
     let mut last = None;
     loop {
         let serving = store.ping().await;
+        if serving {
+            match store.overdue_reminders(OVERDUE_AFTER, chrono::Utc::now()).await {
+                Ok(overdue) => metrics::gauge!("calendly_reminders_overdue").set(overdue as f64),
+                Err(error) => tracing::warn!(%error, "counting overdue reminders failed"),
+            }
+        }
         if last != Some(serving) {
             let status = if serving {
                 ServingStatus::Serving

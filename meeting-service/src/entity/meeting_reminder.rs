@@ -12,6 +12,8 @@ pub struct Model {
     pub sent: bool,
     pub state: String,
     pub claimed_by: Option<String>,
+    /// Identifies the current claim; required to complete or release it.
+    pub claim_token: Option<String>,
     pub claim_expires_at: Option<DateTimeUtc>,
     pub sent_at: Option<DateTimeUtc>,
     pub attempts: i32,

@@ -139,7 +139,7 @@ impl Store {
         .await
     }
 
-    async fn with_retries<T, F, Fut>(
+    pub(crate) async fn with_retries<T, F, Fut>(
         &self,
         operation: &'static str,
         mut attempt: F,
@@ -387,6 +387,7 @@ impl Store {
                         sent: Set(false),
                         state: Set(ReminderState::Pending.as_str().to_owned()),
                         claimed_by: Set(None),
+                        claim_token: Set(None),
                         claim_expires_at: Set(None),
                         sent_at: Set(None),
                         attempts: Set(0),
@@ -433,6 +434,7 @@ async fn update_reminder(
     let mut active: meeting_reminder::ActiveModel = row.clone().into();
     active.state = Set(state.as_str().to_owned());
     active.claimed_by = Set(None);
+    active.claim_token = Set(None);
     active.claim_expires_at = Set(None);
     if let Some(time) = scheduled_time {
         active.scheduled_time = Set(time);
@@ -443,7 +445,7 @@ async fn update_reminder(
 }
 
 /// Sets the lead's status from its latest meeting; true when it changed.
-async fn refresh_lead_status(
+pub(crate) async fn refresh_lead_status(
     txn: &DatabaseTransaction,
     lead_id: i64,
     now: DateTime<Utc>,
@@ -481,7 +483,10 @@ async fn refresh_lead_status(
 
 /// `SELECT … FOR UPDATE` on PostgreSQL. SQLite has no row locks (and sea-query drops the clause);
 /// there the transaction's write lock, taken by the inbox insert, already serialises writers.
-fn lock_for_update<E: EntityTrait>(select: sea_orm::Select<E>, backend: DbBackend) -> sea_orm::Select<E> {
+pub(crate) fn lock_for_update<E: EntityTrait>(
+    select: sea_orm::Select<E>,
+    backend: DbBackend,
+) -> sea_orm::Select<E> {
     match backend {
         DbBackend::Postgres => select.lock_exclusive(),
         _ => select,

@@ -7,8 +7,10 @@
 //! retry the whole transaction (see [`retry`]).
 
 mod ingest;
+pub mod leads;
 pub mod prune;
 pub mod reads;
+pub mod reminders;
 pub mod retry;
 
 use std::{path::Path, time::Duration};

@@ -4,4 +4,5 @@
 mod bad_requests;
 mod events;
 mod helpers;
+mod meeting_api;
 mod pipeline;

@@ -1,0 +1,165 @@
+//! Leads, owned by other services, matched to meetings by e-mail.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
+    sea_query::{Expr, ExprTrait, Func},
+};
+
+use super::{
+    Store,
+    ingest::{db_time, lock_for_update, refresh_lead_status},
+};
+use crate::{
+    domain::lead::{NEW_LEAD_STATUS, normalize_email},
+    entity::{lead, meeting},
+    error::ServiceError,
+};
+
+pub enum LeadKey<'a> {
+    Id(i64),
+    Email(&'a str),
+}
+
+/// What a caller asks `UpsertLead` for, validated.
+pub struct LeadChange {
+    /// Update this lead; `None` creates or updates the lead with `email`.
+    pub id: Option<i64>,
+    pub email: String,
+    pub name: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Errors a transaction body can end with: a database error (retried when transient) or an
+/// answer for the caller.
+enum Failure {
+    Db(DbErr),
+    Refused(ServiceError),
+}
+
+impl From<DbErr> for Failure {
+    fn from(error: DbErr) -> Self {
+        Self::Db(error)
+    }
+}
+
+/// Checks the e-mail's form and returns it normalised.
+pub fn valid_email(email: &str) -> Result<String, ServiceError> {
+    let email = normalize_email(email);
+    let well_formed = email.len() <= 320
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !email.chars().any(char::is_whitespace);
+    if well_formed {
+        Ok(email)
+    } else {
+        Err(ServiceError::InvalidArgument(
+            "email: not an e-mail address".into(),
+        ))
+    }
+}
+
+impl Store {
+    pub async fn lead(&self, key: LeadKey<'_>) -> Result<Option<lead::Model>, ServiceError> {
+        let query = match key {
+            LeadKey::Id(id) => lead::Entity::find_by_id(id),
+            LeadKey::Email(email) => {
+                lead::Entity::find().filter(lead::Column::Email.eq(normalize_email(email)))
+            }
+        };
+        query.one(&self.db).await.map_err(ServiceError::from_db)
+    }
+
+    pub async fn upsert_lead(
+        &self,
+        change: LeadChange,
+        now: DateTime<Utc>,
+    ) -> Result<lead::Model, ServiceError> {
+        let now = db_time(now);
+        // Refusals travel inside Ok, so only database errors are retried.
+        self.with_retries("upsert_lead", || async {
+            match self.try_upsert_lead(&change, now).await {
+                Ok(lead) => Ok(Ok(lead)),
+                Err(Failure::Db(error)) => Err(error),
+                Err(Failure::Refused(error)) => Ok(Err(error)),
+            }
+        })
+        .await?
+    }
+
+    async fn try_upsert_lead(&self, change: &LeadChange, now: DateTime<Utc>) -> Result<lead::Model, Failure> {
+        let txn = self.db.begin().await?;
+        let backend = txn.get_database_backend();
+        let by_email = lock_for_update(
+            lead::Entity::find().filter(lead::Column::Email.eq(change.email.as_str())),
+            backend,
+        )
+        .one(&txn)
+        .await?;
+        let existing = match change.id {
+            Some(id) => {
+                let Some(found) = lock_for_update(lead::Entity::find_by_id(id), backend)
+                    .one(&txn)
+                    .await?
+                else {
+                    return Err(Failure::Refused(ServiceError::NotFound(format!(
+                        "no lead with id {id}"
+                    ))));
+                };
+                if by_email.as_ref().is_some_and(|other| other.id != id) {
+                    return Err(Failure::Refused(ServiceError::AlreadyExists(
+                        "email: another lead has this e-mail".into(),
+                    )));
+                }
+                Some(found)
+            }
+            None => by_email,
+        };
+        let lead = match existing {
+            Some(found) => {
+                let mut active: lead::ActiveModel = found.into();
+                active.email = Set(change.email.clone());
+                if let Some(name) = &change.name {
+                    active.name = Set(Some(name.clone()));
+                }
+                if let Some(status) = &change.status {
+                    active.status = Set(status.clone());
+                }
+                active.updated_at = Set(now);
+                active.update(&txn).await?
+            }
+            None => {
+                lead::ActiveModel {
+                    email: Set(change.email.clone()),
+                    name: Set(change.name.clone()),
+                    status: Set(change
+                        .status
+                        .clone()
+                        .unwrap_or_else(|| NEW_LEAD_STATUS.to_owned())),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                    ..Default::default()
+                }
+                .insert(&txn)
+                .await?
+            }
+        };
+        // Meetings booked before the lead existed join it now.
+        let linked = meeting::Entity::update_many()
+            .col_expr(meeting::Column::LeadId, Expr::value(lead.id))
+            .filter(meeting::Column::LeadId.is_null())
+            .filter(Expr::expr(Func::lower(Expr::col(meeting::Column::InviteeEmail))).eq(lead.email.as_str()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let lead = if linked > 0 && change.status.is_none() && refresh_lead_status(&txn, lead.id, now).await?
+        {
+            lead::Entity::find_by_id(lead.id).one(&txn).await?.unwrap_or(lead)
+        } else {
+            lead
+        };
+        txn.commit().await?;
+        Ok(lead)
+    }
+}
