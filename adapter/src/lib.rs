@@ -12,6 +12,7 @@ pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod meeting_client;
+pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
 pub mod signature;

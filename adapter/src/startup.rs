@@ -63,6 +63,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    crate::metrics::describe();
     let grace = config.shutdown_grace;
     let state = state(config)?;
     let pruner = tokio::spawn(prune_limiters(state.clone()));

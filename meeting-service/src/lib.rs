@@ -11,6 +11,7 @@ pub mod entity;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod store;
 
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    crate::metrics::describe();
     let db = store::connect(config.database_url.expose(), config.database_max_connections).await?;
     let store = Store::new(
         db,

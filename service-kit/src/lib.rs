@@ -2,6 +2,7 @@
 //! production binaries do it the same way: settings read from the environment, logging, the
 //! Prometheus recorder and its listener, and the shutdown signal.
 
+pub mod log_file;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -4,7 +4,10 @@ use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
 use anyhow::Context;
 
-use crate::settings::{Lookup, SettingError, optional, parsed};
+use crate::{
+    log_file::DailyLogFile,
+    settings::{Lookup, SettingError, optional, parsed},
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tracing::Level;
@@ -66,6 +69,9 @@ impl LogSettings {
     }
 }
 
+/// Rotated log files kept per file: two weeks of daily files.
+const ROTATED_FILES_KEPT: usize = 14;
+
 /// Keeps the background file writers alive; dropping it flushes them.
 #[must_use = "dropping the guard stops file logging"]
 pub struct LogGuard {
@@ -91,7 +97,8 @@ pub fn init_logging(settings: &LogSettings) -> anyhow::Result<LogGuard> {
     if let Some(dir) = &settings.dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating log directory {}", dir.display()))?;
         for (file, level) in [("combined.log", None), ("error.log", Some(Level::ERROR))] {
-            let appender = tracing_appender::rolling::never(dir, file);
+            let appender = DailyLogFile::open(dir, file, ROTATED_FILES_KEPT)
+                .with_context(|| format!("opening {}", dir.join(file).display()))?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
             writers.push(guard);
             let layer = fmt::layer()

@@ -169,6 +169,17 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_routed(backend, overrides, &|url| url.to_owned()).await
+}
+
+/// Like [`spawn_app_with`], but the meeting service reaches the database through the URL that
+/// `route` makes of the test database's URL (for example through a fault-injecting proxy).
+pub async fn spawn_app_routed(
+    backend: Backend,
+    overrides: &[(&str, &str)],
+    route: &dyn Fn(&str) -> String,
+) -> TestApp {
+    init_log_capture();
     let database = TestDatabase::create(backend).await;
     let stop = CancellationToken::new();
 
@@ -176,7 +187,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     let grpc_addr = grpc_listener.local_addr().expect("gRPC address");
     let meeting_settings = settings(
         &[
-            ("DATABASE_URL", database.url.clone()),
+            ("DATABASE_URL", route(&database.url)),
             ("LOG_DIR", "off".into()),
             ("INTERNAL_API_TOKEN", INTERNAL_TOKEN.into()),
             ("HEALTH_CHECK_INTERVAL_SECS", "1".into()),
@@ -362,6 +373,24 @@ impl Drop for TestApp {
     }
 }
 
+/// Integer queries against any connection.
+pub struct RowCounter<'a>(pub &'a DatabaseConnection);
+
+impl RowCounter<'_> {
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let row = self
+            .0
+            .query_one_raw(Statement::from_string(
+                self.0.get_database_backend(),
+                sql.to_owned(),
+            ))
+            .await
+            .expect("query")
+            .expect("one row");
+        row.try_get_by_index::<i64>(0).expect("an integer")
+    }
+}
+
 #[derive(Clone)]
 pub struct Bearer;
 
@@ -370,6 +399,116 @@ impl tonic::service::Interceptor for Bearer {
         let value = format!("Bearer {INTERNAL_TOKEN}").parse().expect("ASCII token");
         request.metadata_mut().insert("authorization", value);
         Ok(request)
+    }
+}
+
+static CAPTURED_LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+    std::sync::OnceLock::new();
+
+/// Every log line of both services in this test binary, as JSON, for tests that follow a tracking
+/// id. Installed once; tests filter by their own ids.
+fn init_log_capture() {
+    CAPTURED_LOGS.get_or_init(|| {
+        use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let layer = fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(move || CaptureWriter(sink.clone()));
+        let _ = tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(layer)
+            .try_init();
+        buffer
+    });
+}
+
+struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captured log lines (parsed) that mention `needle`.
+pub fn log_lines_containing(needle: &str) -> Vec<serde_json::Value> {
+    let Some(buffer) = CAPTURED_LOGS.get() else {
+        return Vec::new();
+    };
+    let bytes = buffer.lock().expect("log buffer").clone();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|line| line.contains(needle))
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// A TCP proxy on 127.0.0.1 that can cut every connection and refuse new ones, to make the
+/// database unreachable for one meeting service without touching the shared server.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let accepting = up.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !accepting.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused as soon as it opens
+                }
+                let mut cuts = cuts.clone();
+                // Only cuts after this connection opened end it.
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up, cut, task }
+    }
+
+    /// Cuts open connections and refuses new ones until [`FaultProxy::restore`].
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

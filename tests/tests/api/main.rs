@@ -5,4 +5,6 @@ mod bad_requests;
 mod events;
 mod helpers;
 mod meeting_api;
+mod operations;
 mod pipeline;
+mod process;

@@ -1,0 +1,42 @@
+//! The meeting service's Prometheus metrics: names, units and help text in one place.
+//!
+//! Labels take few values (event kinds, outcomes, gRPC method names, operations); never an
+//! e-mail, URI, tracking id or address.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+pub fn describe() {
+    describe_counter!(
+        "calendly_ingested_events_total",
+        "Events stored in the inbox, by event kind and outcome (processed, duplicate, ignored, failed)."
+    );
+    describe_counter!(
+        "calendly_db_retries_total",
+        "Database transactions retried after a transient error, by operation."
+    );
+    describe_histogram!(
+        "calendly_grpc_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a gRPC call, by method and result code."
+    );
+    describe_gauge!(
+        "calendly_database_up",
+        "1 while the database answers the health check, else 0."
+    );
+    describe_counter!(
+        "calendly_reminders_claimed_total",
+        "Reminders handed to dispatchers."
+    );
+    describe_counter!(
+        "calendly_reminders_sent_total",
+        "Reminders dispatchers reported sent."
+    );
+    describe_gauge!(
+        "calendly_reminders_overdue",
+        "Pending reminders more than five minutes past their time."
+    );
+    describe_gauge!(
+        "calendly_build_info",
+        "Always 1; the version label names the running build."
+    );
+}

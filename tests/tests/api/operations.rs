@@ -1,0 +1,144 @@
+//! What operators rely on: one tracking id through both services' logs, and health that follows
+//! the database.
+
+use std::time::Duration;
+
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::helpers::{
+    Backend, FaultProxy, fixture, json, log_lines_containing, postgres, spawn_app, spawn_app_routed,
+};
+
+async fn one_tracking_id_follows_a_delivery_through_both_services_logs(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let request_id = format!("trace-{}", uuid::Uuid::new_v4().simple());
+    let body = fixture("invitee-created-one-on-one.json");
+    let signature = adapter::signature::sign(
+        crate::helpers::SIGNING_KEY.as_bytes(),
+        chrono::Utc::now().timestamp(),
+        &body,
+    );
+    let response = app
+        .http
+        .post(app.url("/webhook/calendly"))
+        .header("content-type", "application/json")
+        .header("x-request-id", &request_id)
+        .header("calendly-webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response.headers()["x-tracking-id"],
+        request_id.as_str(),
+        "an incoming X-Request-Id is kept"
+    );
+    assert_eq!(json(response).await["trackingId"], request_id.as_str());
+
+    let lines = log_lines_containing(&request_id);
+    let in_span = |span: &str, message: &str| {
+        lines.iter().any(|line| {
+            line["span"]["name"] == span
+                && line["span"]["tracking_id"] == request_id.as_str()
+                && line["message"].as_str().is_some_and(|m| m.contains(message))
+        })
+    };
+    assert!(
+        in_span("http", "webhook delivery received"),
+        "adapter: {lines:#?}"
+    );
+    assert!(in_span("http", "delivery processed"), "adapter: {lines:#?}");
+    assert!(in_span("grpc", "event stored"), "meeting service: {lines:#?}");
+
+    // A rejection is logged with its tracking id too.
+    let forged_id = format!("forged-{}", uuid::Uuid::new_v4().simple());
+    app.http
+        .post(app.url("/webhook/calendly"))
+        .header("content-type", "application/json")
+        .header("x-request-id", &forged_id)
+        .header("calendly-webhook-signature", "t=1,v1=00")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    let rejected = log_lines_containing(&forged_id);
+    assert!(
+        rejected
+            .iter()
+            .any(|l| l["level"] == "WARN" && l["span"]["tracking_id"] == forged_id.as_str())
+    );
+    app.stop().await;
+}
+
+crate::on_both_backends!(one_tracking_id_follows_a_delivery_through_both_services_logs);
+
+async fn health_status(channel: &tonic::transport::Channel, service: &str) -> Option<ServingStatus> {
+    let mut health = HealthClient::new(channel.clone());
+    let request = HealthCheckRequest {
+        service: service.into(),
+    };
+    health.check(request).await.ok().map(|r| r.into_inner().status())
+}
+
+async fn wait_for(channel: &tonic::transport::Channel, wanted: ServingStatus) {
+    for _ in 0..100 {
+        if health_status(channel, proto::MEETING_SERVICE_NAME).await == Some(wanted)
+            && health_status(channel, "").await == Some(wanted)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("health did not become {wanted:?} within 10 s");
+}
+
+/// Needs a network database, so PostgreSQL only: the meeting service reaches it through a proxy
+/// this test cuts and restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_answers_follow_the_database_down_and_back() {
+    let Some(backend) = postgres() else { return };
+    let proxy = FaultProxy::start("127.0.0.1:5432".parse().expect("address")).await;
+    let proxied = proxy.addr;
+    let app = spawn_app_routed(backend, &[("MEETING_SERVICE_TIMEOUT_MS", "8000")], &move |url| {
+        let (scheme, rest) = url.split_once("://").expect("URL");
+        let (authority, path) = rest.split_once('/').expect("database name");
+        let credentials = authority
+            .rsplit_once('@')
+            .map_or(String::new(), |(user, _)| format!("{user}@"));
+        format!("{scheme}://{credentials}{proxied}/{path}")
+    })
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
+        .expect("URL")
+        .connect()
+        .await
+        .expect("connect");
+    wait_for(&channel, ServingStatus::Serving).await;
+
+    proxy.cut();
+    wait_for(&channel, ServingStatus::NotServing).await;
+    let during = app.post_signed(&fixture("invitee-created-one-on-one.json")).await;
+    assert_eq!(during.status(), 503, "never 2xx while nothing can be stored");
+    assert_eq!(json(during).await["code"], "MEETING_SERVICE_UNAVAILABLE");
+    let adapter_health = app
+        .http
+        .get(app.url("/webhook/calendly/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(adapter_health.status(), 503);
+    assert_eq!(app.total_rows().await, 0);
+
+    proxy.restore();
+    wait_for(&channel, ServingStatus::Serving).await;
+    let after = app.post_signed(&fixture("invitee-created-one-on-one.json")).await;
+    assert_eq!(
+        after.status(),
+        200,
+        "Calendly's retry is stored once the database is back"
+    );
+    assert_eq!(app.count("meetings").await, 1);
+    app.stop().await;
+}

@@ -1,0 +1,278 @@
+//! The `cargo run` binary as operators run it, in its own process: metrics that pass
+//! `promtool check metrics`, JSON log files, and SIGTERM during a burst of deliveries.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use sea_orm::Database;
+
+use crate::helpers::{Backend, SIGNING_KEY, TestDatabase, fixture};
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+struct LocalProcess {
+    child: Child,
+    http: String,
+    metrics: String,
+    client: reqwest::Client,
+}
+
+impl LocalProcess {
+    async fn start(database_url: &str, dir: &Path) -> Self {
+        let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
+        let child = Command::new(env!("CARGO_BIN_EXE_local"))
+            .current_dir(dir)
+            .env("DATABASE_URL", database_url)
+            .env("HTTP_ADDR", &http)
+            .env("GRPC_ADDR", &grpc)
+            .env("METRICS_ADDR", &metrics)
+            .env("CALENDLY_WEBHOOK_SECRET", SIGNING_KEY)
+            .env("LOG_DIR", dir.join("logs"))
+            .env("SHUTDOWN_GRACE_SECS", "15")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the local binary");
+        let process = Self {
+            child,
+            http,
+            metrics,
+            client: reqwest::Client::new(),
+        };
+        for _ in 0..200 {
+            let health = process
+                .client
+                .get(format!("http://{}/webhook/calendly/health", process.http))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status() == 200) {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the local binary did not become healthy");
+    }
+
+    async fn post_signed(&self, body: Vec<u8>) -> Result<reqwest::Response, reqwest::Error> {
+        let signature =
+            adapter::signature::sign(SIGNING_KEY.as_bytes(), chrono::Utc::now().timestamp(), &body);
+        self.client
+            .post(format!("http://{}/webhook/calendly", self.http))
+            .header("content-type", "application/json")
+            .header("calendly-webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code.
+    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        panic!("the process did not exit within {limit:?}");
+    }
+}
+
+impl Drop for LocalProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The one-on-one fixture as a different invitee, so each body is a new booking.
+fn booking(n: usize) -> Vec<u8> {
+    String::from_utf8(fixture("invitee-created-one-on-one.json"))
+        .expect("UTF-8")
+        .replace(
+            "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+            &format!("1a2b3c4d-5e6f-4a7b-8c9d-{n:012}"),
+        )
+        .into_bytes()
+}
+
+async fn metrics_pass_promtool_and_logs_are_json_files(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut process = LocalProcess::start(&database.url, dir.path()).await;
+    assert_eq!(
+        process.post_signed(booking(1)).await.expect("request").status(),
+        200
+    );
+    assert_eq!(
+        process.post_signed(booking(1)).await.expect("request").status(),
+        200
+    );
+    let forged = process
+        .client
+        .post(format!("http://{}/webhook/calendly", process.http))
+        .header("content-type", "application/json")
+        .header("calendly-webhook-signature", "t=1,v1=00")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(forged.status(), 401);
+
+    let exposition = process
+        .client
+        .get(format!("http://{}/metrics", process.metrics))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    for name in [
+        "calendly_deliveries_total",
+        "calendly_ingested_events_total",
+        "calendly_http_rejections_total",
+        "calendly_http_request_duration_seconds_bucket",
+        "calendly_grpc_request_duration_seconds_bucket",
+        "calendly_database_up",
+        "calendly_reminders_overdue",
+        "calendly_build_info",
+    ] {
+        assert!(exposition.contains(name), "{name} missing from:\n{exposition}");
+    }
+    assert!(
+        exposition.contains(r#"calendly_http_rejections_total{reason="signature"} 1"#),
+        "{exposition}"
+    );
+    assert!(exposition.contains(r#"outcome="duplicate""#));
+    promtool_check(&exposition);
+
+    process.terminate();
+    assert_eq!(process.exit_code(Duration::from_secs(30)).await, Some(0));
+    let combined = std::fs::read_to_string(dir.path().join("logs/combined.log")).expect("combined.log");
+    let lines: Vec<serde_json::Value> = combined
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "delivery processed" && l["span"]["tracking_id"].is_string())
+    );
+    let errors = std::fs::read_to_string(dir.path().join("logs/error.log")).expect("error.log");
+    assert!(
+        errors.lines().all(|l| l.contains(r#""level":"ERROR""#)),
+        "only errors in error.log"
+    );
+}
+
+/// `promtool check metrics` on the exposition. Required in CI (`.ci/run` installs the
+/// `prometheus` package); elsewhere skipped with a note when promtool is absent.
+fn promtool_check(exposition: &str) {
+    use std::io::Write;
+    let spawned = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(_) if std::env::var("CI").is_err() => {
+            eprintln!("promtool is not installed: metrics were not linted");
+            return;
+        }
+        Err(error) => panic!("promtool is required in CI: {error}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn sigterm_during_a_burst_loses_no_acknowledged_delivery(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut process = LocalProcess::start(&database.url, dir.path()).await;
+    let process_ref = &process;
+    let burst = futures::future::join_all((0..150).map(|n| async move {
+        // Spread the burst over about a second so SIGTERM lands in the middle of it.
+        tokio::time::sleep(Duration::from_millis(n as u64 * 7)).await;
+        let answer = process_ref.post_signed(booking(n)).await;
+        (n, answer.map(|r| r.status().as_u16()))
+    }));
+    let signal = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        process_ref.terminate();
+    };
+    let (answers, ()) = tokio::join!(burst, signal);
+    assert_eq!(
+        process.exit_code(Duration::from_secs(30)).await,
+        Some(0),
+        "a clean exit after draining"
+    );
+
+    let acknowledged: Vec<usize> = answers
+        .iter()
+        .filter(|(_, status)| matches!(status, Ok(200)))
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(
+        !acknowledged.is_empty(),
+        "some deliveries were answered before the signal"
+    );
+    let db = Database::connect(&database.url).await.expect("connect");
+    let app_db = crate::helpers::RowCounter(&db);
+    for n in &acknowledged {
+        let uri = format!(
+            "https://api.calendly.com/scheduled_events/e0d1c2b3-a495-4867-8f9e-0a1b2c3d4e5f/invitees/1a2b3c4d-5e6f-4a7b-8c9d-{n:012}"
+        );
+        let meetings = app_db
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM meetings WHERE calendly_invitee_id = '{uri}'"
+            ))
+            .await;
+        assert_eq!(meetings, 1, "delivery {n} was answered 200 but is not stored");
+    }
+    // Nothing half-written: every stored meeting has its inbox row and all three reminders.
+    let meetings = app_db.scalar("SELECT COUNT(*) FROM meetings").await;
+    assert_eq!(
+        app_db.scalar("SELECT COUNT(*) FROM webhook_events").await,
+        meetings
+    );
+    assert_eq!(
+        app_db.scalar("SELECT COUNT(*) FROM meeting_reminders").await,
+        meetings * 3
+    );
+    db.close().await.ok();
+}
+
+crate::on_both_backends!(
+    metrics_pass_promtool_and_logs_are_json_files,
+    sigterm_during_a_burst_loses_no_acknowledged_delivery,
+);
