@@ -24,10 +24,19 @@ use crate::{
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/webhook/calendly", post(routes::webhook::receive))
-        .route("/webhook/calendly/test", post(routes::test_endpoint::receive))
-        .route("/webhook/calendly/health", get(routes::health::report))
+    with_layers(
+        Router::new()
+            .route("/webhook/calendly", post(routes::webhook::receive))
+            .route("/webhook/calendly/test", post(routes::test_endpoint::receive))
+            .route("/webhook/calendly/health", get(routes::health::report)),
+        state,
+    )
+}
+
+/// The fallbacks and layers every route gets: 404/405 as error bodies, a panic as a 500 that
+/// leaves the process serving, and (outermost) the tracking id, error rendering and timing.
+fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(CatchPanicLayer::custom(panic_response))
@@ -108,5 +117,47 @@ async fn prune_limiters(state: AppState) {
             .set(state.webhook_limiter.tracked_clients() as f64);
         metrics::gauge!("calendly_rate_limiter_tracked_clients", "endpoint" => "test")
             .set(state.test_limiter.tracked_clients() as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request};
+    use http_body_util::BodyExt;
+    use service_kit::settings::map_lookup;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_the_error_body_and_serving_continues() {
+        let config = Config::from_lookup(&map_lookup(Default::default())).expect("defaults");
+        let app = with_layers(
+            Router::new().route("/boom", get(boom)),
+            state(config).expect("state"),
+        );
+        for _ in 0..2 {
+            let response = app
+                .clone()
+                .oneshot(Request::get("/boom").body(Body::empty()).expect("request"))
+                .await;
+            let response = response.expect("infallible");
+            assert_eq!(response.status(), 500);
+            assert!(response.headers().contains_key("x-tracking-id"));
+            let body = response.into_body().collect().await.expect("body").to_bytes();
+            let error: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(error["code"], "INTERNAL_ERROR");
+            assert!(
+                !error["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("handler bug"),
+                "internals never leak"
+            );
+        }
     }
 }

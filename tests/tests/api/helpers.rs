@@ -266,6 +266,11 @@ impl TestApp {
         .await
     }
 
+    /// [`TestApp::post_signed`] for an owned body, answering just the status.
+    pub async fn post_signed_owned(&self, body: Vec<u8>) -> u16 {
+        self.post_signed(&body).await.status().as_u16()
+    }
+
     pub async fn post_webhook(&self, body: &[u8], signature: Option<String>) -> reqwest::Response {
         let mut request = self
             .http

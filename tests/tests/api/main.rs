@@ -3,6 +3,7 @@
 
 mod bad_requests;
 mod events;
+mod front_door;
 mod helpers;
 mod meeting_api;
 mod operations;

@@ -72,7 +72,40 @@ async fn one_tracking_id_follows_a_delivery_through_both_services_logs(backend: 
     app.stop().await;
 }
 
-crate::on_both_backends!(one_tracking_id_follows_a_delivery_through_both_services_logs);
+async fn reflection_lists_the_services_for_grpcurl_style_tools(backend: Backend) {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = spawn_app(backend).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
+        .expect("URL")
+        .connect()
+        .await
+        .expect("connect");
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers.message().await.expect("stream").expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("expected a service list");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&proto::MEETING_SERVICE_NAME), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    app.stop().await;
+}
+
+crate::on_both_backends!(
+    one_tracking_id_follows_a_delivery_through_both_services_logs,
+    reflection_lists_the_services_for_grpcurl_style_tools,
+);
 
 async fn health_status(channel: &tonic::transport::Channel, service: &str) -> Option<ServingStatus> {
     let mut health = HealthClient::new(channel.clone());

@@ -1,0 +1,120 @@
+//! Rate limits that never drop Calendly: verified deliveries are never throttled, unverified
+//! traffic is, per client address, and forwarding headers count only from trusted proxies.
+
+use crate::helpers::{Backend, TestApp, fixture, spawn_app, spawn_app_with};
+
+/// The one-on-one fixture as a different invitee, so each body is a new booking.
+fn booking(n: usize) -> Vec<u8> {
+    String::from_utf8(fixture("invitee-created-one-on-one.json"))
+        .expect("UTF-8")
+        .replace(
+            "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+            &format!("1a2b3c4d-5e6f-4a7b-8c9d-{n:012}"),
+        )
+        .into_bytes()
+}
+
+async fn unsigned(app: &TestApp, forwarded_for: Option<&str>) -> u16 {
+    let mut request = app
+        .http
+        .post(app.url("/webhook/calendly"))
+        .header("content-type", "application/json")
+        .body("{}");
+    if let Some(client) = forwarded_for {
+        request = request.header("x-forwarded-for", client);
+    }
+    request.send().await.expect("request").status().as_u16()
+}
+
+async fn three_hundred_signed_deliveries_pass_while_the_101st_unsigned_request_is_throttled(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let started = std::time::Instant::now();
+    for chunk in (0..300).collect::<Vec<_>>().chunks(10) {
+        let answers =
+            futures::future::join_all(chunk.iter().map(|n| app.post_signed_owned(booking(*n)))).await;
+        for status in answers {
+            assert_eq!(status, 200, "a verified delivery is never throttled");
+        }
+    }
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the 300 deliveries took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.count("meetings").await, 300);
+    for n in 1..=100 {
+        assert_eq!(
+            unsigned(&app, None).await,
+            401,
+            "unsigned request {n} is only refused"
+        );
+    }
+    assert_eq!(
+        unsigned(&app, None).await,
+        429,
+        "the 101st unsigned request is throttled"
+    );
+    // Calendly's own deliveries still get through from the same address.
+    assert_eq!(app.post_signed_owned(booking(300)).await, 200);
+    app.stop().await;
+}
+
+async fn forwarding_headers_cannot_dodge_the_limit_unless_the_peer_is_a_trusted_proxy(backend: Backend) {
+    let app = spawn_app_with(backend, &[("WEBHOOK_RATE_LIMIT", "2")]).await;
+    let rotating = ["203.0.113.1", "203.0.113.2", "203.0.113.3"];
+    let statuses: Vec<u16> =
+        futures::future::join_all(rotating.iter().map(|ip| unsigned(&app, Some(ip)))).await;
+    let mut statuses = statuses;
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [401, 401, 429],
+        "an untrusted peer's X-Forwarded-For is ignored"
+    );
+    app.stop().await;
+
+    let app = spawn_app_with(
+        backend,
+        &[("WEBHOOK_RATE_LIMIT", "2"), ("TRUSTED_PROXIES", "127.0.0.1/32")],
+    )
+    .await;
+    for ip in rotating {
+        assert_eq!(
+            unsigned(&app, Some(ip)).await,
+            401,
+            "behind the proxy each client has its own allowance"
+        );
+    }
+    assert_eq!(unsigned(&app, Some("203.0.113.1")).await, 401);
+    assert_eq!(
+        unsigned(&app, Some("203.0.113.1")).await,
+        429,
+        "the client behind the proxy is limited"
+    );
+    // Entries left of the proxy's own are the client's to invent; the right-most untrusted one counts.
+    assert_eq!(unsigned(&app, Some("198.51.100.9, 203.0.113.1")).await, 429);
+    app.stop().await;
+}
+
+async fn exempt_networks_are_never_throttled(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("WEBHOOK_RATE_LIMIT", "1"),
+            ("RATE_LIMIT_EXEMPT_CIDRS", "127.0.0.0/8"),
+        ],
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(unsigned(&app, None).await, 401);
+    }
+    app.stop().await;
+}
+
+crate::on_both_backends!(
+    three_hundred_signed_deliveries_pass_while_the_101st_unsigned_request_is_throttled,
+    forwarding_headers_cannot_dodge_the_limit_unless_the_peer_is_a_trusted_proxy,
+    exempt_networks_are_never_throttled,
+);
