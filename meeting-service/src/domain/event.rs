@@ -57,6 +57,38 @@ pub struct InviteeEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// Longest URI kept in an indexed column; PostgreSQL's b-tree entries must stay well under 2.7 kB.
+pub const MAX_INDEXED_TEXT_BYTES: usize = 1_024;
+/// The longest e-mail address RFC 5321 allows.
+pub const MAX_EMAIL_BYTES: usize = 320;
+
+/// Every text of an invitee payload that is stored in a text column.
+fn invitee_text(invitee: &proto::v1::Invitee) -> impl Iterator<Item = &str> {
+    let scheduled = invitee.scheduled_event.as_ref();
+    let cancellation = invitee.cancellation.as_ref();
+    [
+        Some(invitee.uri.as_str()),
+        Some(invitee.email.as_str()),
+        Some(invitee.name.as_str()),
+        Some(invitee.scheduled_event_uri.as_str()),
+        invitee.timezone.as_deref(),
+        invitee.old_invitee.as_deref(),
+        invitee.new_invitee.as_deref(),
+        scheduled.map(|s| s.uri.as_str()),
+        scheduled.and_then(|s| s.name.as_deref()),
+        cancellation.and_then(|c| c.reason.as_deref()),
+        cancellation.and_then(|c| c.canceled_by.as_deref()),
+        cancellation.and_then(|c| c.canceler_type.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Text for a column that PostgreSQL must accept: no NUL characters.
+pub fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
 /// What the store does with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
@@ -102,6 +134,32 @@ pub fn classify(event: &CalendlyEvent, received_at: DateTime<Utc>) -> Dispositio
         if value.trim().is_empty() {
             errors.push(format!("{field} is missing"));
         }
+    }
+    let scheduled_uri = invitee
+        .scheduled_event
+        .as_ref()
+        .map(|s| s.uri.as_str())
+        .unwrap_or_default();
+    for (field, value, limit) in [
+        ("payload.uri", invitee.uri.as_str(), MAX_INDEXED_TEXT_BYTES),
+        ("payload.email", invitee.email.as_str(), MAX_EMAIL_BYTES),
+        (
+            "payload.event",
+            invitee.scheduled_event_uri.as_str(),
+            MAX_INDEXED_TEXT_BYTES,
+        ),
+        (
+            "payload.scheduled_event.uri",
+            scheduled_uri,
+            MAX_INDEXED_TEXT_BYTES,
+        ),
+    ] {
+        if value.len() > limit {
+            errors.push(format!("{field} is longer than {limit} bytes"));
+        }
+    }
+    if invitee_text(invitee).any(|text| text.contains('\0')) {
+        errors.push("the invitee payload contains a NUL character, which cannot be stored".into());
     }
     let scheduled = invitee.scheduled_event.as_ref();
     let start_time = scheduled.and_then(|s| s.start_time.as_ref()).and_then(to_utc);
@@ -162,7 +220,7 @@ pub fn payload_uri(event: &CalendlyEvent) -> Option<String> {
         Payload::RoutingFormSubmission(submission) => Some(submission.uri.clone()),
         Payload::Other(other) => other.uri.clone(),
     };
-    non_empty(uri.as_deref())
+    non_empty(uri.as_deref()).map(|uri| storable(&uri))
 }
 
 /// The inbox's unique key, derived from the event's identity so that every delivery of one event
@@ -288,6 +346,17 @@ mod tests {
                 "the body could not be translated: payload.uri: missing field".into()
             ])
         );
+    }
+
+    #[test]
+    fn text_postgresql_cannot_store_or_index_fails_the_event() {
+        let long = created(&format!("https://x/{}", "a".repeat(2_000)), "e@x", 1);
+        assert!(
+            matches!(classify(&long, Utc::now()), Disposition::Fail(errors) if errors[0].contains("payload.uri"))
+        );
+        let nul = created("u", "e\0@x", 1);
+        assert!(matches!(classify(&nul, Utc::now()), Disposition::Fail(errors) if errors[0].contains("NUL")));
+        assert_eq!(storable("a\0b"), "a\u{fffd}b");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::{Store, retry::is_transient};
 use crate::{
     domain::{
-        event::{Disposition, InviteeEvent, classify, dedupe_key, payload_uri},
+        event::{Disposition, InviteeEvent, classify, dedupe_key, payload_uri, storable},
         lead::{NEW_LEAD_STATUS, lead_status_for, normalize_email},
         meeting::{CancellationRecord, MeetingState, MeetingStatus, apply},
         reminders::{ExistingReminder, ReminderAction, ReminderState, reconcile},
@@ -185,7 +185,7 @@ impl Store {
         // on SQLite the first write takes the write lock, so the transaction never has to upgrade.
         let inbox = webhook_event::ActiveModel {
             tracking_id: Set(request.tracking_id.clone()),
-            event_type: Set(request.event.event_name.clone()),
+            event_type: Set(storable(&request.event.event_name)),
             dedupe_key: Set(key.to_owned()),
             source: Set(source_name(request.source).to_owned()),
             payload_uri: Set(payload_uri(&request.event)),
@@ -194,7 +194,7 @@ impl Store {
             received_at: Set(now),
             processed_at: Set(Some(now)),
             outcome: Set(outcome_name(outcome).to_owned()),
-            error: Set(errors_text(&errors)),
+            error: Set(errors_text(&errors).map(|e| storable(&e))),
             attempts: Set(1),
             ..Default::default()
         };
