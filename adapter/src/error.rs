@@ -143,12 +143,18 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// Every error answer's body.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ErrorBody<'a> {
+pub struct ErrorBody<'a> {
+    /// What went wrong, for people.
     error: String,
+    /// Stable machine-readable cause, e.g. INVALID_SIGNATURE (README, "Error codes").
+    #[schema(value_type = String, example = "INVALID_SIGNATURE")]
     code: &'a str,
+    #[schema(value_type = String)]
     tracking_id: &'a str,
+    /// RFC 3339, UTC.
     timestamp: String,
 }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod meeting_client;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod signature;

@@ -28,7 +28,8 @@ pub fn router(state: AppState) -> Router {
         Router::new()
             .route("/webhook/calendly", post(routes::webhook::receive))
             .route("/webhook/calendly/test", post(routes::test_endpoint::receive))
-            .route("/webhook/calendly/health", get(routes::health::report)),
+            .route("/webhook/calendly/health", get(routes::health::report))
+            .route("/webhook/calendly/openapi.json", get(crate::openapi::document)),
         state,
     )
 }

@@ -8,12 +8,17 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{AppState, config::MAX_BODY_BYTES, tracking::TrackingId};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
+    /// healthy, or degraded while the meeting service is not serving.
+    #[schema(value_type = String)]
     status: &'static str,
+    #[schema(value_type = String)]
     service: &'static str,
+    #[schema(value_type = String)]
     version: &'static str,
+    #[schema(value_type = String)]
     environment: &'static str,
     uptime_seconds: u64,
     timestamp: String,
@@ -22,16 +27,16 @@ pub struct Health {
     configuration: Summary,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct MeetingServiceHealth {
+pub struct MeetingServiceHealth {
     status: String,
     url: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Summary {
+pub struct Summary {
     webhook_secret_configured: bool,
     signing_keys: usize,
     api_token_configured: bool,
@@ -44,13 +49,26 @@ struct Summary {
     trusted_proxies: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RateLimitSummary {
+pub struct RateLimitSummary {
     limit: u32,
     window_seconds: u64,
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "health",
+    path = "/webhook/calendly/health",
+    tag = "health",
+    summary = "Service status and configuration summary (never a secret)",
+    responses(
+        (status = 200, description = "The adapter and the meeting service are serving", body = Health,
+            headers(("x-tracking-id" = String, description = "This request's tracking id"))),
+        (status = 503, description = "The meeting service is not serving", body = Health,
+            headers(("x-tracking-id" = String, description = "This request's tracking id"))),
+    )
+)]
 pub async fn report(
     State(state): State<AppState>,
     Extension(tracking_id): Extension<TrackingId>,

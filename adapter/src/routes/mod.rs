@@ -64,7 +64,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErro
 }
 
 /// The seed's success answer, plus what the meeting service decided.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Accepted {
     pub success: bool,
@@ -74,7 +74,7 @@ pub struct Accepted {
     pub result: ProcessingResult,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessingResult {
     pub event: String,
@@ -84,6 +84,7 @@ pub struct ProcessingResult {
     pub errors: Vec<String>,
     pub duplicate: bool,
     /// processed | duplicate | ignored | failed
+    #[schema(value_type = String, example = "processed")]
     pub outcome: &'static str,
     pub webhook_event_id: i64,
     pub meeting_id: Option<i64>,

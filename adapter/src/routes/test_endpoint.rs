@@ -14,9 +14,38 @@ use axum::{
 };
 use proto::v1::Source;
 
-use super::{ingest, read_body, reject_declared_oversize, require_json};
-use crate::{AppState, calendly, client_ip::client_ip, error::ApiError, tracking::TrackingId};
+use super::{Accepted, ingest, read_body, reject_declared_oversize, require_json};
+use crate::{
+    AppState, calendly,
+    client_ip::client_ip,
+    error::{ApiError, ErrorBody},
+    tracking::TrackingId,
+};
 
+#[utoipa::path(
+    post,
+    operation_id = "receive_test_delivery",
+    path = "/webhook/calendly/test",
+    tag = "webhooks",
+    summary = "An unsigned test delivery (the seed's eventData shape or the real one)",
+    request_body(content = crate::openapi::TestDelivery, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored (or a duplicate); a body missing meeting data is stored as failed",
+            body = Accepted, headers(("x-tracking-id" = String), ("ratelimit-limit" = String), ("ratelimit-remaining" = String))),
+        (status = 400, description = "Not UTF-8 or not JSON", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 404, description = "The test endpoint is disabled", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 422, description = "A required field is missing or has the wrong type; `error` names it", body = ErrorBody,
+            headers(("x-tracking-id" = String))),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 429, description = "Too many requests from this client", body = ErrorBody,
+            headers(("x-tracking-id" = String), ("retry-after" = String), ("ratelimit-limit" = String),
+                ("ratelimit-remaining" = String), ("ratelimit-reset" = String))),
+        (status = 500, description = "Internal error; nothing was stored", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 503, description = "The meeting service is unavailable; nothing was stored, retry later", body = ErrorBody,
+            headers(("x-tracking-id" = String))),
+    )
+)]
 pub async fn receive(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

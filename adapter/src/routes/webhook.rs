@@ -17,10 +17,41 @@ use axum::{
 use proto::v1::Source;
 
 use super::{Accepted, ingest, read_body, reject_declared_oversize, require_json};
-use crate::{AppState, calendly, client_ip::client_ip, error::ApiError, signature, tracking::TrackingId};
+use crate::{
+    AppState, calendly,
+    client_ip::client_ip,
+    error::{ApiError, ErrorBody},
+    signature,
+    tracking::TrackingId,
+};
 
 pub static SIGNATURE_HEADER: &str = "calendly-webhook-signature";
 
+#[utoipa::path(
+    post,
+    operation_id = "receive_webhook",
+    path = "/webhook/calendly",
+    tag = "webhooks",
+    summary = "A signed Calendly delivery",
+    description = "Verified with Calendly-Webhook-Signature over the raw body. A verified delivery is stored \
+        whatever its content (one Calendly cannot parse is kept as failed) and never rate limited.",
+    params(("calendly-webhook-signature" = Option<String>, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256>")),
+    request_body(content = crate::openapi::CalendlyEnvelope, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored (or a duplicate of a stored event)", body = Accepted,
+            headers(("x-tracking-id" = String))),
+        (status = 401, description = "Signature missing, malformed, stale or wrong", body = ErrorBody,
+            headers(("x-tracking-id" = String))),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 429, description = "Too many requests from this client", body = ErrorBody,
+            headers(("x-tracking-id" = String), ("retry-after" = String), ("ratelimit-limit" = String),
+                ("ratelimit-remaining" = String), ("ratelimit-reset" = String))),
+        (status = 500, description = "Internal error; nothing was stored", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 503, description = "The meeting service is unavailable; nothing was stored, retry later", body = ErrorBody,
+            headers(("x-tracking-id" = String))),
+    )
+)]
 pub async fn receive(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
