@@ -45,6 +45,10 @@ pub struct Config {
     /// Client networks never rate limited (`RATE_LIMIT_EXEMPT_CIDRS`).
     pub rate_limit_exempt: Vec<IpNet>,
     pub shutdown_grace: Duration,
+    /// How long a client may take to send its request headers, and then its body
+    /// (`REQUEST_READ_TIMEOUT_SECS`): a slow or stalled client is cut off instead of holding a
+    /// connection and a task forever. Calendly sends a few kilobytes at once.
+    pub request_read_timeout: Duration,
     pub log: LogSettings,
 }
 
@@ -101,6 +105,7 @@ impl Config {
             trusted_proxies: networks(lookup, "TRUSTED_PROXIES")?,
             rate_limit_exempt: networks(lookup, "RATE_LIMIT_EXEMPT_CIDRS")?,
             shutdown_grace: seconds(lookup, "SHUTDOWN_GRACE_SECS", Duration::from_secs(20))?,
+            request_read_timeout: positive_seconds(lookup, "REQUEST_READ_TIMEOUT_SECS", 10)?,
             log: LogSettings::from_lookup(lookup, production)?,
         })
     }
@@ -122,6 +127,14 @@ fn rate_limit(
         return Err(SettingError::new(window_variable, "must be at least 1 second"));
     }
     Ok(RateLimit { limit, window })
+}
+
+fn positive_seconds(lookup: Lookup<'_>, variable: &str, default_secs: u64) -> Result<Duration, SettingError> {
+    let value = seconds(lookup, variable, Duration::from_secs(default_secs))?;
+    if value.is_zero() {
+        return Err(SettingError::new(variable, "must be at least 1 second"));
+    }
+    Ok(value)
 }
 
 /// Comma-separated CIDRs or plain addresses.

@@ -22,6 +22,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    #[error("the request body did not arrive within {} s", .0.as_secs())]
+    RequestTimeout(Duration),
     #[error("{0}")]
     Signature(signature::Error),
     #[error("webhook signing secret is not configured")]
@@ -49,6 +51,7 @@ impl ApiError {
         match self {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
             Self::Parse(ParseError::InvalidUtf8 | ParseError::InvalidJson(_)) => StatusCode::BAD_REQUEST,
             Self::Parse(ParseError::InvalidField { .. }) | Self::Rejected(_) => {
@@ -67,6 +70,7 @@ impl ApiError {
         match self {
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
             Self::Signature(signature::Error::MissingHeader) => "MISSING_SIGNATURE",
             Self::Signature(signature::Error::MalformedHeader) => "MALFORMED_SIGNATURE_HEADER",
             Self::Signature(signature::Error::MalformedSignature) => "MALFORMED_SIGNATURE",
@@ -93,6 +97,7 @@ impl ApiError {
         match self {
             Self::PayloadTooLarge { .. } => "size",
             Self::UnsupportedMediaType => "content_type",
+            Self::RequestTimeout(_) => "timeout",
             Self::Signature(signature::Error::TimestampOutOfTolerance { .. }) => "stale",
             Self::Signature(_) | Self::SecretNotConfigured => "signature",
             Self::Parse(_) | Self::Rejected(_) => "malformed",

@@ -1,18 +1,27 @@
 //! The router, its layers, and serving it until shutdown.
 
 use std::{
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use axum::{
-    Router, middleware,
+    Router,
+    extract::ConnectInfo,
+    http::Request,
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
@@ -75,38 +84,72 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     crate::metrics::describe();
     let grace = config.shutdown_grace;
+    let header_timeout = config.request_read_timeout;
     let state = state(config)?;
     let pruner = tokio::spawn(prune_limiters(state.clone()));
     let addr = listener
         .local_addr()
         .context("reading the HTTP listener address")?;
     tracing::info!(%addr, "adapter listening (HTTP)");
-
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = drain_tx.send(());
-    });
-    let served = tokio::select! {
-        served = server.into_future() => served.context("serving HTTP"),
-        () = async {
-            if drain_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
-            Ok(())
-        }
-    };
+    let served = serve(listener, router(state), shutdown, header_timeout, grace).await;
     pruner.abort();
     tracing::info!("adapter stopped");
     served
+}
+
+/// axum's own `serve` sets no timer, so hyper's header read timeout never fires and a client
+/// that sends headers slowly holds its connection forever. This loop is `serve` with the timer,
+/// the timeout, and a bounded graceful drain.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    header_timeout: Duration,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => connection,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = app.clone().map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
+        }
+    }
+    Ok(())
 }
 
 async fn prune_limiters(state: AppState) {

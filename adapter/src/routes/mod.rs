@@ -5,6 +5,8 @@ pub mod health;
 pub mod test_endpoint;
 pub mod webhook;
 
+use std::time::Duration;
+
 use axum::{
     Json,
     body::{Body, Bytes},
@@ -46,10 +48,13 @@ pub fn reject_declared_oversize(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Reads the body, stopping with 413 as soon as it passes the limit (a chunked body declares no
-/// length).
-pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// length) and with 408 when it does not arrive within `timeout` (a client trickling bytes).
+pub async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
     reject_declared_oversize(headers)?;
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout))?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge {
             limit: MAX_BODY_BYTES,

@@ -37,6 +37,7 @@ use crate::{
         (status = 422, description = "A required field is missing or has the wrong type; `error` names it", body = ErrorBody,
             headers(("x-tracking-id" = String))),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody, headers(("x-tracking-id" = String))),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody, headers(("x-tracking-id" = String))),
         (status = 429, description = "Too many requests from this client", body = ErrorBody,
             headers(("x-tracking-id" = String), ("retry-after" = String), ("ratelimit-limit" = String),
@@ -71,7 +72,7 @@ pub async fn receive(
     tracing::info!(%client, "manual Calendly event processing test initiated");
     reject_declared_oversize(&headers)?;
     require_json(&headers)?;
-    let body = read_body(&headers, body).await?;
+    let body = read_body(&headers, body, state.config.request_read_timeout).await?;
     let event = calendly::parse_delivery(&body)?;
     let mut response = ingest(&state, &tracking_id, event, body, Source::TestEndpoint)
         .await?

@@ -43,6 +43,7 @@ pub static SIGNATURE_HEADER: &str = "calendly-webhook-signature";
         (status = 401, description = "Signature missing, malformed, stale or wrong", body = ErrorBody,
             headers(("x-tracking-id" = String))),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody, headers(("x-tracking-id" = String))),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody, headers(("x-tracking-id" = String))),
         (status = 429, description = "Too many requests from this client", body = ErrorBody,
             headers(("x-tracking-id" = String), ("retry-after" = String), ("ratelimit-limit" = String),
@@ -86,7 +87,7 @@ pub async fn receive(
 async fn verified_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     reject_declared_oversize(headers)?;
     require_json(headers)?;
-    let body = read_body(headers, body).await?;
+    let body = read_body(headers, body, state.config.request_read_timeout).await?;
     if state.config.signing_keys.is_empty() {
         return Err(ApiError::SecretNotConfigured);
     }

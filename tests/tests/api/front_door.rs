@@ -113,7 +113,47 @@ async fn exempt_networks_are_never_throttled(backend: Backend) {
     app.stop().await;
 }
 
+async fn slow_clients_are_cut_off_without_stalling_others(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(backend, &[("REQUEST_READ_TIMEOUT_SECS", "1")]).await;
+    let started = std::time::Instant::now();
+
+    // Headers that never finish.
+    let mut stalled_headers = tokio::net::TcpStream::connect(app.http_addr).await.expect("connect");
+    stalled_headers.write_all(b"POST /webhook/calendly HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    // A body trickled one byte at a time.
+    let mut trickle = tokio::net::TcpStream::connect(app.http_addr).await.expect("connect");
+    trickle
+        .write_all(b"POST /webhook/calendly/test HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .expect("write");
+    let trickling = tokio::spawn(async move {
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if trickle.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), trickle.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+
+    // Meanwhile others are served at once.
+    assert_eq!(app.post_signed_owned(booking(1)).await, 200);
+    assert!(started.elapsed().as_millis() < 900, "a normal request waited {:?}", started.elapsed());
+
+    let mut buffer = [0u8; 64];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), stalled_headers.read(&mut buffer)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "stalled headers are cut off: {closed:?}");
+    let answer = trickling.await.expect("trickle task");
+    assert!(answer.starts_with("HTTP/1.1 408"), "a trickled body gets 408: {answer:.200}");
+    assert!(answer.contains("REQUEST_TIMEOUT"));
+    app.stop().await;
+}
+
 crate::on_both_backends!(
+    slow_clients_are_cut_off_without_stalling_others,
     three_hundred_signed_deliveries_pass_while_the_101st_unsigned_request_is_throttled,
     forwarding_headers_cannot_dodge_the_limit_unless_the_peer_is_a_trusted_proxy,
     exempt_networks_are_never_throttled,
