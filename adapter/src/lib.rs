@@ -8,6 +8,7 @@
 //! `meeting_client` (gRPC), `tracking` (tracking id middleware), `error`.
 
 pub mod calendly;
+pub mod calendly_api;
 pub mod client_ip;
 pub mod config;
 pub mod error;

@@ -1,0 +1,132 @@
+//! The `calendly` command: Calendly's API side of the adapter. It manages webhook subscriptions
+//! and back-fills existing bookings through the meeting service's webhook path.
+//!
+//! Layout: `cli` (arguments), `settings` (environment), `client` (HTTP, retries, error mapping),
+//! `pagination` and `translate` (plain functions), `resources` (API shapes), `webhooks` and
+//! `backfill` (the commands), `progress` (bar or lines). The binary (`src/bin/calendly.rs`) only
+//! parses, reads settings and calls [`run`], which tests call in-process.
+
+pub mod backfill;
+pub mod cli;
+pub mod client;
+pub mod pagination;
+pub mod progress;
+pub mod resources;
+pub mod settings;
+pub mod translate;
+pub mod webhooks;
+
+use std::io::Write;
+
+pub use cli::Cli;
+pub use client::{CalendlyClient, CalendlyError};
+pub use settings::Settings;
+
+use crate::meeting_client::MeetingClient;
+use cli::{Command, WebhooksCommand};
+
+/// Where a command writes.
+pub struct Output<'a> {
+    /// Results: what was created or listed, the back-fill summary. Scripts read this.
+    pub out: &'a mut (dyn Write + Send),
+    /// Progress and failures as they happen.
+    pub err: &'a mut (dyn Write + Send),
+    /// Draw a progress bar on the process's stderr instead of writing progress lines to `err`;
+    /// the binary sets it when stderr is a terminal.
+    pub progress_bar: bool,
+}
+
+/// Why a command failed; [`CliError::exit_code`] is the process's exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Arguments that parsed but cannot be used (checked before any request).
+    #[error("{0}")]
+    Request(#[from] webhooks::RequestError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Settings(#[from] service_kit::settings::SettingError),
+    #[error("{0}")]
+    Calendly(#[from] CalendlyError),
+    #[error("could not set up the meeting service client: {0}")]
+    MeetingService(String),
+    #[error("backfill incomplete: {failed} failed{stopped}; see the failures above and run it again")]
+    BackfillIncomplete { failed: u64, stopped: &'static str },
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// 2 for what the person running the command must change (arguments, settings), as clap
+    /// does for bad arguments; 1 for failures along the way.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Request(_) | Self::Usage(_) | Self::Settings(_) => 2,
+            Self::Calendly(_)
+            | Self::MeetingService(_)
+            | Self::BackfillIncomplete { .. }
+            | Self::Output(_) => 1,
+        }
+    }
+}
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli, settings: Settings, output: &mut Output<'_>) -> Result<(), CliError> {
+    match cli.command {
+        Command::Webhooks { command } => {
+            // Arguments are checked before the client exists, so a refused one costs no request.
+            let client = CalendlyClient::new(&settings.api);
+            match command {
+                WebhooksCommand::Create(args) => {
+                    let new = webhooks::NewSubscription::check(
+                        &args.url,
+                        &args.events,
+                        args.scope,
+                        args.signing_key,
+                        args.allow_http,
+                    )?;
+                    webhooks::create(&client?, new, output).await
+                }
+                WebhooksCommand::List(args) => webhooks::list(&client?, args.scope, output).await,
+                WebhooksCommand::Delete(args) => {
+                    webhooks::subscription_path(&args.uri)?;
+                    webhooks::delete(&client?, &args.uri, output).await
+                }
+            }
+        }
+        Command::Backfill(args) => {
+            let range = backfill::Range::new(args.since, args.until).map_err(CliError::Usage)?;
+            let meeting = settings.meeting.as_ref().ok_or_else(|| {
+                service_kit::settings::SettingError::new(
+                    "MEETING_SERVICE_URL",
+                    "backfill needs the meeting service settings",
+                )
+            })?;
+            let calendly = CalendlyClient::new(&settings.api)?;
+            let meeting = MeetingClient::new(
+                &meeting.url,
+                meeting.token.as_ref().map(|t| t.expose()),
+                meeting.timeout,
+            )
+            .map_err(|e| CliError::MeetingService(e.to_string()))?;
+            let me = resources::current_user(&calendly).await?;
+            let mut reporter = progress::Reporter::new(&mut *output.err, output.progress_bar);
+            let report = backfill::run(&calendly, &meeting, &me, range, &mut reporter).await?;
+            reporter.finish();
+            drop(reporter);
+            report.write(&mut *output.out)?;
+            if report.is_complete() {
+                Ok(())
+            } else {
+                Err(CliError::BackfillIncomplete {
+                    failed: report.tally.failed,
+                    stopped: if report.stopped.is_some() {
+                        " and it stopped early"
+                    } else {
+                        ""
+                    },
+                })
+            }
+        }
+    }
+}

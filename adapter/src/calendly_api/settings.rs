@@ -1,0 +1,258 @@
+//! The `calendly` command's settings, read once from the environment (after `.env`).
+//!
+//! Only what the chosen command needs is required: every command calls Calendly, so
+//! `CALENDLY_API_TOKEN` always is; only `backfill` talks to the meeting service.
+
+use std::{net::IpAddr, time::Duration};
+
+use service_kit::settings::{Lookup, Secret, SettingError, optional, parsed};
+
+use super::client::RetryPolicy;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.calendly.com";
+pub const DEFAULT_MEETING_SERVICE_URL: &str = "http://127.0.0.1:50051";
+/// Calendly's largest page (`count` 1–100); fewer pages means fewer rate-limited calls.
+pub const MAX_PAGE_SIZE: u8 = 100;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub api: ApiSettings,
+    /// Present when the command talks to the meeting service (`backfill`).
+    pub meeting: Option<MeetingSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `CALENDLY_API_TOKEN`: a personal access token or an OAuth access token.
+    pub token: Secret,
+    /// `CALENDLY_API_BASE_URL` without a trailing slash.
+    pub base_url: String,
+    /// `CALENDLY_API_TIMEOUT_MS`: limit on each HTTP request, retries excluded.
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    /// `count` sent on every list request (1–100). Not an environment setting: only tests lower it,
+    /// to get many pages from little data.
+    pub page_size: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct MeetingSettings {
+    /// `MEETING_SERVICE_URL`.
+    pub url: String,
+    /// `INTERNAL_API_TOKEN`, sent as a bearer token when set.
+    pub token: Option<Secret>,
+    /// `MEETING_SERVICE_TIMEOUT_MS`: deadline of each gRPC call.
+    pub timeout: Duration,
+}
+
+impl Settings {
+    /// Reads the settings; `meeting_service` says whether the command needs the meeting service.
+    pub fn from_lookup(lookup: Lookup<'_>, meeting_service: bool) -> Result<Self, SettingError> {
+        let meeting = if meeting_service {
+            Some(MeetingSettings::from_lookup(lookup)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            api: ApiSettings::from_lookup(lookup)?,
+            meeting,
+        })
+    }
+}
+
+impl ApiSettings {
+    pub fn from_lookup(lookup: Lookup<'_>) -> Result<Self, SettingError> {
+        const TOKEN: &str = "CALENDLY_API_TOKEN";
+        let token = optional(lookup, TOKEN).ok_or_else(|| {
+            SettingError::new(
+                TOKEN,
+                "is required: a Calendly personal access token (Integrations → API & Webhooks)",
+            )
+        })?;
+        // The value is never echoed: it is a credential.
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(SettingError::new(
+                TOKEN,
+                "must be printable ASCII without spaces or line breaks",
+            ));
+        }
+        let base_url =
+            optional(lookup, "CALENDLY_API_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
+        let timeout_ms: u64 = parsed(lookup, "CALENDLY_API_TIMEOUT_MS", 30_000)?;
+        if timeout_ms == 0 {
+            return Err(SettingError::new("CALENDLY_API_TIMEOUT_MS", "must be at least 1"));
+        }
+        Ok(Self {
+            token: Secret::new(token),
+            base_url: check_base_url(&base_url)
+                .map_err(|message| SettingError::new("CALENDLY_API_BASE_URL", message))?,
+            timeout: Duration::from_millis(timeout_ms),
+            retry: RetryPolicy::default(),
+            page_size: MAX_PAGE_SIZE,
+        })
+    }
+}
+
+impl MeetingSettings {
+    pub fn from_lookup(lookup: Lookup<'_>) -> Result<Self, SettingError> {
+        let url =
+            optional(lookup, "MEETING_SERVICE_URL").unwrap_or_else(|| DEFAULT_MEETING_SERVICE_URL.to_owned());
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(SettingError::new(
+                "MEETING_SERVICE_URL",
+                "must start with http:// or https://",
+            ));
+        }
+        let token = optional(lookup, "INTERNAL_API_TOKEN");
+        if token
+            .as_deref()
+            .is_some_and(|token| !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(SettingError::new(
+                "INTERNAL_API_TOKEN",
+                "must be printable ASCII without spaces or line breaks",
+            ));
+        }
+        let timeout_ms: u64 = parsed(lookup, "MEETING_SERVICE_TIMEOUT_MS", 5_000)?;
+        if timeout_ms == 0 {
+            return Err(SettingError::new(
+                "MEETING_SERVICE_TIMEOUT_MS",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            url,
+            token: token.map(Secret::new),
+            timeout: Duration::from_millis(timeout_ms),
+        })
+    }
+}
+
+/// The base URL, normalised without a trailing slash. The bearer token goes wherever this points,
+/// so plain `http://` is only accepted for loopback (a local mock or a tunnel), never across a network.
+pub fn check_base_url(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value).map_err(|e| format!("{value:?} is not a URL: {e}"))?;
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(
+            "must be a plain base URL such as https://api.calendly.com (no credentials, query or fragment)"
+                .into(),
+        );
+    }
+    let loopback = url.host_str().is_some_and(|host| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    });
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err("must use https:// (http:// is only accepted for 127.0.0.1 or localhost)".into());
+        }
+        other => return Err(format!("has scheme {other:?}; use https://")),
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use service_kit::settings::map_lookup;
+
+    fn settings(pairs: &[(&str, &str)], meeting_service: bool) -> Result<Settings, SettingError> {
+        let lookup = map_lookup(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        Settings::from_lookup(&lookup, meeting_service)
+    }
+
+    #[test]
+    fn the_token_is_required_and_the_rest_has_defaults() {
+        let error = settings(&[], false).expect_err("token required");
+        assert_eq!(error.variable, "CALENDLY_API_TOKEN");
+        let ok = settings(&[("CALENDLY_API_TOKEN", "tok")], true).expect("valid");
+        assert_eq!(ok.api.base_url, "https://api.calendly.com");
+        assert_eq!(ok.api.timeout, Duration::from_secs(30));
+        assert_eq!(ok.api.page_size, 100);
+        let meeting = ok.meeting.expect("backfill settings");
+        assert_eq!(meeting.url, "http://127.0.0.1:50051");
+        assert!(meeting.token.is_none());
+    }
+
+    #[test]
+    fn meeting_service_settings_are_only_read_when_needed() {
+        let pairs = [
+            ("CALENDLY_API_TOKEN", "tok"),
+            ("MEETING_SERVICE_URL", "meeting:50051"),
+        ];
+        assert!(settings(&pairs, false).is_ok_and(|s| s.meeting.is_none()));
+        assert_eq!(
+            settings(&pairs, true).expect_err("bad URL").variable,
+            "MEETING_SERVICE_URL"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable_and_never_echo_the_token() {
+        for (variable, value) in [
+            ("CALENDLY_API_TOKEN", "has space-secret"),
+            ("CALENDLY_API_BASE_URL", "api.calendly.com"),
+            ("CALENDLY_API_BASE_URL", "http://api.calendly.com"),
+            ("CALENDLY_API_BASE_URL", "ftp://127.0.0.1"),
+            ("CALENDLY_API_BASE_URL", "https://user:pw@api.calendly.com"),
+            ("CALENDLY_API_TIMEOUT_MS", "0"),
+            ("CALENDLY_API_TIMEOUT_MS", "soon"),
+            ("INTERNAL_API_TOKEN", "two words"),
+            ("MEETING_SERVICE_TIMEOUT_MS", "-5"),
+        ] {
+            let mut pairs = vec![("CALENDLY_API_TOKEN", "tok"), (variable, value)];
+            if variable == "CALENDLY_API_TOKEN" {
+                pairs.remove(0);
+            }
+            let error = settings(&pairs, true).expect_err(value);
+            assert_eq!(error.variable, variable, "{value:?}");
+            assert!(!error.to_string().contains("secret"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_base_url_is_normalised_and_http_is_loopback_only() {
+        assert_eq!(
+            check_base_url("https://api.calendly.com/"),
+            Ok("https://api.calendly.com".into())
+        );
+        assert_eq!(
+            check_base_url("http://127.0.0.1:8080"),
+            Ok("http://127.0.0.1:8080".into())
+        );
+        assert_eq!(
+            check_base_url("http://localhost:9/v2/"),
+            Ok("http://localhost:9/v2".into())
+        );
+        assert!(check_base_url("http://[::1]:80").is_ok());
+        assert!(check_base_url("http://10.0.0.5").is_err());
+    }
+
+    #[test]
+    fn debug_output_redacts_the_tokens() {
+        let settings = settings(
+            &[
+                ("CALENDLY_API_TOKEN", "tok-abc"),
+                ("INTERNAL_API_TOKEN", "int-xyz"),
+            ],
+            true,
+        )
+        .expect("valid");
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("tok-abc") && !debug.contains("int-xyz"),
+            "{debug}"
+        );
+    }
+}
