@@ -30,7 +30,7 @@ KUBERNETES_VALIDATE_VERSION=1.37.0  # schemas of Kubernetes 1.25 to 1.37
 DOCKERFILE_VERSION=3.4.0            # BuildKit's Dockerfile parser
 # Oldest supported version (gRPC probes need 1.27, the preStop sleep action 1.30) and newest.
 KUBERNETES_VERSIONS=(1.30.0 1.37.0)
-TOOLS="${CALENDLY_K8S_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/calendly-meetings/k8s-tools}"
+TOOLS="${CALENDLY_K8S_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/calendly-meetings/k8s-tools}"
 
 fail() {
   echo "check-k8s: $*" >&2
