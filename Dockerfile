@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image with the three binaries; each Kubernetes workload names its own command
 # (k8s/base/*/): /usr/local/bin/adapter, /usr/local/bin/meeting-service,
-# /usr/local/bin/migration.
+# /usr/local/bin/migration. The adapter package's `calendly` CLI (webhook subscriptions,
+# back-fill) comes along for one-off pods.
 #
 #   docker build -t registry.example.com/calendly-meetings:0.1.0 .
 #
@@ -17,7 +18,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p adapter -p meeting-service -p migration \
     && mkdir -p /out \
-    && cp target/release/adapter target/release/meeting-service target/release/migration /out/
+    && cp target/release/adapter target/release/calendly target/release/meeting-service \
+          target/release/migration /out/
 
 # glibc, libgcc and CA certificates; no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
