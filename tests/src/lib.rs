@@ -1,1 +1,3 @@
 //! Shared by the end-to-end tests and the tools in this crate.
+
+pub mod loadgen;
