@@ -397,7 +397,7 @@ impl Run<'_, '_> {
                 .ingest(
                     delivery.event.clone(),
                     delivery.raw_body.clone(),
-                    Source::Unspecified,
+                    Source::Backfill,
                     &tracking_id,
                 )
                 .await

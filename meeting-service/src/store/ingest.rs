@@ -57,6 +57,7 @@ fn source_name(source: Source) -> &'static str {
     match source {
         Source::Webhook => "webhook",
         Source::TestEndpoint => "test_endpoint",
+        Source::Backfill => "backfill",
         Source::Unspecified => "unspecified",
     }
 }
