@@ -48,6 +48,8 @@ pub async fn run(
         .context("reading the gRPC listener address")?;
     let stop = CancellationToken::new();
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    // Registered before the first check, so a probe of the named service never sees NOT_FOUND.
+    health::report_not_serving(&reporter).await;
     let health_task = tokio::spawn(health::watch_database(
         store.clone(),
         reporter.clone(),
