@@ -44,6 +44,22 @@ impl AppState {
             .iter()
             .any(|net| net.contains(&client))
     }
+
+    /// Takes one request from `client`'s allowance in `limiter`: `None` for an exempt client,
+    /// 429 (logged as a security event) when none is left.
+    pub fn take_allowance(
+        &self,
+        limiter: &rate_limit::ClientLimiter,
+        client: IpAddr,
+    ) -> Result<Option<rate_limit::Allowance>, error::ApiError> {
+        if self.is_exempt(client) {
+            return Ok(None);
+        }
+        limiter.check(client).map(Some).map_err(|throttled| {
+            tracing::warn!(%client, security = true, "request throttled");
+            error::ApiError::RateLimited(throttled)
+        })
+    }
 }
 
 /// Timestamps in answers: RFC 3339, UTC, milliseconds, as the seed shows them.

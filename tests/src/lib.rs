@@ -1,3 +1,4 @@
 //! Shared by the end-to-end tests and the tools in this crate.
 
 pub mod loadgen;
+pub mod test_database;

@@ -25,6 +25,7 @@ use std::{
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement, TransactionTrait};
 use serde_json::Value;
+use tests::test_database::TestDatabase;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -36,7 +37,7 @@ const API_TOKEN: &str = "k8s-conformance-api-token";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_production_manifests_run_the_real_binaries() {
-    let database = TestDatabase::create().await;
+    let database = TestDatabase::from_env().await;
     let scratch = tempfile::tempdir().expect("temp dir");
     let manifests = Manifests::render(&scratch.path().join("rendered"));
     let secrets = BTreeMap::from([
@@ -236,7 +237,7 @@ async fn force_a_database_retry(
     metrics_url: &str,
 ) {
     let holder = db.begin().await.expect("begin");
-    if database.postgres {
+    if database.is_postgres() {
         holder
             .execute_unprepared("LOCK TABLE meetings IN EXCLUSIVE MODE")
             .await
@@ -273,7 +274,7 @@ async fn force_a_database_retry(
             started.elapsed() < Duration::from_secs(60),
             "the meeting service never retried a transaction"
         );
-        if database.postgres && !terminated {
+        if database.is_postgres() && !terminated {
             let waiting = db
                 .query_all_raw(Statement::from_string(
                     db.get_database_backend(),
@@ -305,7 +306,7 @@ async fn force_a_database_retry(
     // adapter turns into a 503 that Calendly retries. Either is the designed behaviour.
     match replay.await.expect("replay task") {
         Ok(_) => {}
-        Err(status) if !database.postgres && status.code() == tonic::Code::Unavailable => {}
+        Err(status) if !database.is_postgres() && status.code() == tonic::Code::Unavailable => {}
         Err(status) => panic!("the retried replay failed: {status:?}"),
     }
 }
@@ -919,87 +920,4 @@ async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
         .expect("one row")
         .try_get_by_index::<i64>(0)
         .expect("an integer")
-}
-
-/// A database for this test: a PostgreSQL database created on `TEST_DATABASE_URL` and dropped
-/// afterwards, or an SQLite file when it is unset (never in CI).
-struct TestDatabase {
-    url: String,
-    postgres: bool,
-    _dir: Option<tempfile::TempDir>,
-    drop_on_exit: Option<(String, String)>,
-}
-
-impl TestDatabase {
-    async fn create() -> Self {
-        let Some(admin_url) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI is set but TEST_DATABASE_URL is not: this test must run on PostgreSQL in CI"
-            );
-            let dir = tempfile::tempdir().expect("temp dir");
-            return Self {
-                url: format!("sqlite://{}?mode=rwc", dir.path().join("meetings.db").display()),
-                postgres: false,
-                _dir: Some(dir),
-                drop_on_exit: None,
-            };
-        };
-        let name = format!("calendly_k8s_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("TEST_DATABASE_URL must reach PostgreSQL: {e}"));
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .expect("create the test database");
-        admin.close().await.ok();
-        Self {
-            url: with_database(&admin_url, &name),
-            postgres: true,
-            _dir: None,
-            drop_on_exit: Some((admin_url, name)),
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let Some((admin_url, name)) = self.drop_on_exit.take() else {
-            return;
-        };
-        // Outside async code (possibly while panicking): a private runtime on its own thread.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let admin = Database::connect(&admin_url).await?;
-                admin
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop a test database: {dropped:?}");
-        }
-    }
-}
-
-/// `postgres://u@h:5432/postgres?x=y` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut result = format!("{}/{name}", &base[..path_start]);
-    if let Some(query) = query {
-        result.push('?');
-        result.push_str(query);
-    }
-    result
 }

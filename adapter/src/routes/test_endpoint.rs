@@ -58,17 +58,7 @@ pub async fn receive(
         return Err(ApiError::TestEndpointDisabled);
     }
     let client = client_ip(peer, &headers, &state.config.trusted_proxies);
-    let allowance = if state.is_exempt(client) {
-        None
-    } else {
-        match state.test_limiter.check(client) {
-            Ok(allowance) => Some(allowance),
-            Err(throttled) => {
-                tracing::warn!(%client, security = true, "test endpoint traffic throttled");
-                return Err(ApiError::RateLimited(throttled));
-            }
-        }
-    };
+    let allowance = state.take_allowance(&state.test_limiter, client)?;
     tracing::info!(%client, "manual Calendly event processing test initiated");
     reject_declared_oversize(&headers)?;
     require_json(&headers)?;

@@ -65,12 +65,7 @@ pub async fn receive(
     let verified = match verified_body(&state, &headers, body).await {
         Ok(body) => body,
         Err(error) => {
-            if !state.is_exempt(client)
-                && let Err(throttled) = state.webhook_limiter.check(client)
-            {
-                tracing::warn!(%client, security = true, "unverified webhook traffic throttled");
-                return Err(ApiError::RateLimited(throttled));
-            }
+            state.take_allowance(&state.webhook_limiter, client)?;
             log_signature_rejection(&error, client);
             return Err(error);
         }

@@ -1,18 +1,7 @@
 //! Rate limits that never drop Calendly: verified deliveries are never throttled, unverified
 //! traffic is, per client address, and forwarding headers count only from trusted proxies.
 
-use crate::helpers::{Backend, TestApp, fixture, spawn_app, spawn_app_with};
-
-/// The one-on-one fixture as a different invitee, so each body is a new booking.
-fn booking(n: usize) -> Vec<u8> {
-    String::from_utf8(fixture("invitee-created-one-on-one.json"))
-        .expect("UTF-8")
-        .replace(
-            "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
-            &format!("1a2b3c4d-5e6f-4a7b-8c9d-{n:012}"),
-        )
-        .into_bytes()
-}
+use crate::helpers::{Backend, TestApp, booking, spawn_app, spawn_app_with};
 
 async fn unsigned(app: &TestApp, forwarded_for: Option<&str>) -> u16 {
     let mut request = app
@@ -119,10 +108,17 @@ async fn slow_clients_are_cut_off_without_stalling_others(backend: Backend) {
     let started = std::time::Instant::now();
 
     // Headers that never finish.
-    let mut stalled_headers = tokio::net::TcpStream::connect(app.http_addr).await.expect("connect");
-    stalled_headers.write_all(b"POST /webhook/calendly HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let mut stalled_headers = tokio::net::TcpStream::connect(app.http_addr)
+        .await
+        .expect("connect");
+    stalled_headers
+        .write_all(b"POST /webhook/calendly HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
     // A body trickled one byte at a time.
-    let mut trickle = tokio::net::TcpStream::connect(app.http_addr).await.expect("connect");
+    let mut trickle = tokio::net::TcpStream::connect(app.http_addr)
+        .await
+        .expect("connect");
     trickle
         .write_all(b"POST /webhook/calendly/test HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
         .await
@@ -135,19 +131,37 @@ async fn slow_clients_are_cut_off_without_stalling_others(backend: Backend) {
             }
         }
         let mut answer = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), trickle.read_to_end(&mut answer)).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            trickle.read_to_end(&mut answer),
+        )
+        .await;
         String::from_utf8_lossy(&answer).into_owned()
     });
 
     // Meanwhile others are served at once.
     assert_eq!(app.post_signed_owned(booking(1)).await, 200);
-    assert!(started.elapsed().as_millis() < 900, "a normal request waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_millis() < 900,
+        "a normal request waited {:?}",
+        started.elapsed()
+    );
 
     let mut buffer = [0u8; 64];
-    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), stalled_headers.read(&mut buffer)).await;
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "stalled headers are cut off: {closed:?}");
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stalled_headers.read(&mut buffer),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "stalled headers are cut off: {closed:?}"
+    );
     let answer = trickling.await.expect("trickle task");
-    assert!(answer.starts_with("HTTP/1.1 408"), "a trickled body gets 408: {answer:.200}");
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "a trickled body gets 408: {answer:.200}"
+    );
     assert!(answer.contains("REQUEST_TIMEOUT"));
     app.stop().await;
 }

@@ -2,11 +2,12 @@
 //! database created for the test and dropped after it), the meeting service and the adapter on
 //! port 0, talking real gRPC; and helpers to talk to them over real HTTP and gRPC.
 
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use proto::v1::meeting_service_client::MeetingServiceClient;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use service_kit::settings::map_lookup;
+pub use tests::test_database::{Backend, TestDatabase};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -15,12 +16,6 @@ use tonic::transport::Channel;
 pub const SIGNING_KEY: &str = "test-signing-key-5b0c";
 /// The bearer token between adapter and meeting service in tests.
 pub const INTERNAL_TOKEN: &str = "test-internal-token";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 /// The PostgreSQL backend when `TEST_DATABASE_URL` is set. In CI its absence is an error, never a
 /// silent skip; on a developer machine without PostgreSQL the SQLite run still covers the test.
@@ -59,88 +54,6 @@ macro_rules! on_both_backends {
             )*
         }
     };
-}
-
-/// A database that exists for one test.
-pub struct TestDatabase {
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-    drop_on_exit: Option<(String, String)>,
-}
-
-impl TestDatabase {
-    pub async fn create(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let path: PathBuf = dir.path().join("meetings.db");
-                Self {
-                    url: format!("sqlite://{}?mode=rwc", path.display()),
-                    _dir: Some(dir),
-                    drop_on_exit: None,
-                }
-            }
-            Backend::Postgres => {
-                let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
-                let name = format!("calendly_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(&admin_url)
-                    .await
-                    .unwrap_or_else(|e| panic!("TEST_DATABASE_URL must reach PostgreSQL: {e}"));
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .expect("create the test database");
-                admin.close().await.ok();
-                Self {
-                    url: with_database(&admin_url, &name),
-                    _dir: None,
-                    drop_on_exit: Some((admin_url, name)),
-                }
-            }
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let Some((admin_url, name)) = self.drop_on_exit.take() else {
-            return;
-        };
-        // Drop runs outside async code (and possibly while panicking): use a private runtime on
-        // its own thread, and FORCE so lingering pool connections do not block it.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let admin = Database::connect(&admin_url).await?;
-                admin
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop a test database: {dropped:?}");
-        }
-    }
-}
-
-/// `postgres://u@h:5432/postgres?x=y` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut result = format!("{}/{name}", &base[..path_start]);
-    if let Some(query) = query {
-        result.push('?');
-        result.push_str(query);
-    }
-    result
 }
 
 pub struct TestApp {
@@ -523,6 +436,17 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The one-on-one fixture as a different invitee, so each body is a new booking.
+pub fn booking(n: usize) -> Vec<u8> {
+    String::from_utf8(fixture("invitee-created-one-on-one.json"))
+        .expect("UTF-8")
+        .replace(
+            "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+            &format!("1a2b3c4d-5e6f-4a7b-8c9d-{n:012}"),
+        )
+        .into_bytes()
+}
+
 /// Reminder types of a meeting that are still to be sent (pending or claimed).
 pub fn live_reminders(meeting: &proto::v1::Meeting) -> Vec<String> {
     meeting
@@ -535,22 +459,4 @@ pub fn live_reminders(meeting: &proto::v1::Meeting) -> Vec<String> {
 
 pub async fn json(response: reqwest::Response) -> serde_json::Value {
     response.json().await.expect("a JSON body")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn the_database_name_is_replaced_and_the_query_kept() {
-        assert_eq!(
-            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@h/db?sslmode=disable", "x"),
-            "postgres://u:p@h/x?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
-    }
 }

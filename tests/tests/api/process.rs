@@ -9,7 +9,7 @@ use std::{
 
 use sea_orm::Database;
 
-use crate::helpers::{Backend, SIGNING_KEY, TestDatabase, fixture};
+use crate::helpers::{Backend, SIGNING_KEY, TestDatabase, booking};
 
 fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -99,17 +99,6 @@ impl Drop for LocalProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The one-on-one fixture as a different invitee, so each body is a new booking.
-fn booking(n: usize) -> Vec<u8> {
-    String::from_utf8(fixture("invitee-created-one-on-one.json"))
-        .expect("UTF-8")
-        .replace(
-            "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
-            &format!("1a2b3c4d-5e6f-4a7b-8c9d-{n:012}"),
-        )
-        .into_bytes()
 }
 
 async fn metrics_pass_promtool_and_logs_are_json_files(backend: Backend) {
