@@ -20,7 +20,7 @@ trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 http_port=$(port)
-binary=${LOCAL_BINARY:-target/debug/local}
+binary=${LOCAL_BINARY:-${CARGO_TARGET_DIR:-target}/debug/local}
 [ -x "$binary" ] || { echo "build it first: cargo build -p tests --bin local" >&2; exit 1; }
 
 # Limits raised so the run explores the API rather than the rate limiter (429 is described too).
