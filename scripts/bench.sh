@@ -1,0 +1,563 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks of the webhook pipeline on this machine, in one go (release build).
+#
+#   scripts/bench.sh            everything below (about 30-40 minutes on 2 cores)
+#   BENCH_RUNS=5 BENCH_N=8000 BENCH_PRELOAD=200000 scripts/bench.sh
+#
+# What it measures (each figure the median of BENCH_RUNS runs, with min-max, and the 1-minute load
+# average at the time; before every measured run it waits, up to 10 minutes, until no rustc runs):
+#   - signed invitee.created deliveries at concurrency 1, 16, 64, on SQLite and PostgreSQL;
+#   - the realistic mix (creates, cancels, reschedule pairs, no-shows) with 10% duplicates;
+#   - the database's own ceiling for the per-delivery transaction (inbox row, meeting, three
+#     reminders, commit) issued directly: pgbench -c 64 -j 2 -T 20 on PostgreSQL, a python3 sqlite3
+#     loop (WAL, synchronous=NORMAL, as the service opens it) on SQLite; also the service's full
+#     statement sequence (with its reads) on PostgreSQL;
+#   - rejection throughput: bad signatures and oversized bodies with the per-IP limit raised, and
+#     bad signatures with the default limit (429 cost);
+#   - RSS (VmRSS idle, VmHWM peak) of the one-process `local` binary and of the adapter and the
+#     meeting service as separate binaries; RSS across 100,000 deliveries;
+#   - CPU time per delivery (utime+stime from /proc/<pid>/stat around each run);
+#   - where the time goes: the adapter's HTTP histogram against the meeting service's gRPC
+#     histogram (from /metrics), and a perf cpu-clock profile when perf can sample.
+# The measured databases are pre-loaded with BENCH_PRELOAD meetings (three reminders and one inbox
+# row each) first. PostgreSQL: database calendly_bench on 127.0.0.1:5432, created fresh and dropped
+# at the end. Results: target/bench/<time>/ (results.tsv, summary.md, loadgen JSON, logs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+
+RUNS="${BENCH_RUNS:-3}"
+N="${BENCH_N:-4000}"
+PRELOAD="${BENCH_PRELOAD:-200000}"
+MEMORY_N="${BENCH_MEMORY_N:-100000}"
+REJECT_N="${BENCH_REJECT_N:-60000}"
+CEILING_SECS="${BENCH_CEILING_SECS:-20}"
+ONLY="${BENCH_ONLY:-}"
+BACKENDS="${BENCH_BACKENDS:-sqlite postgres}"
+PG_ADMIN="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+PG_DB=calendly_bench
+PG_URL="${PG_ADMIN%/*}/$PG_DB"
+OUT="${BENCH_OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+SQLITE_FILE="$OUT/bench.db"
+SQLITE_URL="sqlite://$SQLITE_FILE?mode=rwc"
+SECRET="bench-secret"
+TOKEN="bench-token"
+RESULTS="$OUT/results.tsv"
+PIDS=()
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+wants() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+
+cleanup() {
+  set +e
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  psql "$PG_ADMIN" -qAtc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Waits (at most 10 minutes) until nobody compiles on this machine and the CPUs are idle (under
+# 25% busy over 2 s while nothing of ours runs); sets LOAD to the 1-minute load average and BUSY to
+# that busy share. (The load average lags: right after a run it still counts the run itself.)
+cpu_busy_percent() {
+  local a b
+  read -r -a a < <(head -n 1 /proc/stat)
+  sleep 2
+  read -r -a b < <(head -n 1 /proc/stat)
+  local total=0 idle i
+  for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+  idle=$(( b[4] - a[4] + b[5] - a[5] ))
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+wait_quiet() {
+  local waited=0
+  while true; do
+    BUSY=$(cpu_busy_percent)
+    if ! pgrep -x rustc >/dev/null && ! pgrep -x cc1 >/dev/null && [ "$BUSY" -lt 25 ]; then
+      break
+    fi
+    if [ "$waited" -ge 600 ]; then
+      log "the machine is still busy (rustc running or ${BUSY}% CPU) after 10 minutes; measuring anyway"
+      break
+    fi
+    [ "$waited" = 0 ] && log "waiting for the machine to be quiet (rustc running or ${BUSY}% CPU busy)"
+    sleep 28
+    waited=$((waited + 30))
+  done
+  LOAD="$(cut -d' ' -f1 /proc/loadavg)"
+}
+
+cpu_ticks() { # utime + stime of a pid, in clock ticks
+  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+sys_ticks() { # stime of a pid, in clock ticks
+  awk '{ sub(/^.*\) /, ""); print $13 }' "/proc/$1/stat"
+}
+rss_kib() { awk -v k="${2:-VmRSS}" '$1 == k":" {print $2}' "/proc/$1/status"; }
+CLK_TCK="$(getconf CLK_TCK)"
+
+# --- Build --------------------------------------------------------------------------------------
+log "building release binaries"
+cargo build --release -q -p tests --bin loadgen --bin local
+cargo build --release -q -p adapter --bin adapter -p meeting-service --bin meeting-service
+BIN="$(pwd)/target/release"
+LOADGEN="$BIN/loadgen"
+
+{
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
+    "$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "kernel: $(uname -r); PostgreSQL: $(psql "$PG_ADMIN" -qAtc 'SHOW server_version')"
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- adapter meeting-service proto migration service-kit || echo ' (+ local changes)')"
+} | tee "$OUT/machine.txt"
+printf 'what\tbackend\tconcurrency\trun\tvalue\tunit\tload1\textra\n' >"$RESULTS"
+result() { # what backend concurrency run value unit [extra]
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$LOAD" "${7:-}" >>"$RESULTS"
+}
+
+# --- Starting the service -----------------------------------------------------------------------
+# start_local NAME DATABASE_URL [VAR=VALUE...]: both services in one process, as `cargo run`.
+start_local() {
+  local name="$1" url="$2"; shift 2
+  HTTP_PORT=$(free_port); GRPC_PORT=$(free_port); METRICS_PORT=$(free_port)
+  env DATABASE_URL="$url" HTTP_ADDR="127.0.0.1:$HTTP_PORT" GRPC_ADDR="127.0.0.1:$GRPC_PORT" \
+    METRICS_ADDR="127.0.0.1:$METRICS_PORT" CALENDLY_WEBHOOK_SECRET="$SECRET" LOG_DIR=off \
+    SHUTDOWN_GRACE_SECS=5 "$@" "$BIN/local" >"$OUT/$name.log" 2>&1 &
+  SERVICE_PID=$!
+  PIDS+=("$SERVICE_PID")
+  wait_up "http://127.0.0.1:$HTTP_PORT/webhook/calendly/health"
+  URL="http://127.0.0.1:$HTTP_PORT/webhook/calendly"
+  METRICS="http://127.0.0.1:$METRICS_PORT/metrics"
+}
+
+# start_split NAME DATABASE_URL: the adapter and the meeting service as their own binaries.
+start_split() {
+  local name="$1" url="$2"
+  GRPC_PORT=$(free_port); HTTP_PORT=$(free_port)
+  env DATABASE_URL="$url" GRPC_ADDR="127.0.0.1:$GRPC_PORT" METRICS_ADDR="127.0.0.1:$(free_port)" \
+    INTERNAL_API_TOKEN="$TOKEN" LOG_DIR=off SHUTDOWN_GRACE_SECS=5 \
+    "$BIN/meeting-service" >"$OUT/$name-meeting-service.log" 2>&1 &
+  MEETING_PID=$!
+  PIDS+=("$MEETING_PID")
+  "$LOADGEN" health --addr "http://127.0.0.1:$GRPC_PORT" --expect SERVING --wait-secs 120 >/dev/null
+  env HTTP_ADDR="127.0.0.1:$HTTP_PORT" METRICS_ADDR="127.0.0.1:$(free_port)" \
+    MEETING_SERVICE_URL="http://127.0.0.1:$GRPC_PORT" INTERNAL_API_TOKEN="$TOKEN" \
+    CALENDLY_WEBHOOK_SECRET="$SECRET" LOG_DIR=off SHUTDOWN_GRACE_SECS=5 \
+    "$BIN/adapter" >"$OUT/$name-adapter.log" 2>&1 &
+  ADAPTER_PID=$!
+  PIDS+=("$ADAPTER_PID")
+  wait_up "http://127.0.0.1:$HTTP_PORT/webhook/calendly/health"
+  URL="http://127.0.0.1:$HTTP_PORT/webhook/calendly"
+}
+
+wait_up() {
+  for _ in $(seq 1 1200); do
+    curl -fs -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  log "service did not come up: $1"
+  return 1
+}
+
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# loadgen_run NAME ARGS...: one loadgen run; sets RPS P50 P90 P99 MAX ACKED from its JSON.
+loadgen_run() {
+  local name="$1"; shift
+  "$LOADGEN" --url "$URL" --secret "$SECRET" --time-limit-secs 300 --json "$OUT/$name.json" "$@" \
+    >"$OUT/$name.txt" 2>&1 || { log "loadgen $name failed:"; cat "$OUT/$name.txt" >&2; return 1; }
+  read -r RPS ACKPS P50 P90 P99 MAX ACKED REQS < <(python3 - "$OUT/$name.json" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+l = j["latency_ms"]
+print(f'{j["requests_per_sec"]:.1f} {j["acknowledged_per_sec"]:.1f} {l["p50_ms"]:.2f} {l["p90_ms"]:.2f} '
+      f'{l["p99_ms"]:.2f} {l["max_ms"]:.2f} {j["acknowledged"]} {j["requests"]}')
+EOF
+)
+}
+
+# measure WHAT BACKEND CONCURRENCY LOADGEN-ARGS...: BENCH_RUNS runs against $SERVICE_PID.
+measure() {
+  local what="$1" backend="$2" conc="$3"; shift 3
+  for run in $(seq 1 "$RUNS"); do
+    wait_quiet
+    local before sys_before; before=$(cpu_ticks "$SERVICE_PID"); sys_before=$(sys_ticks "$SERVICE_PID")
+    loadgen_run "$what-$backend-c$conc-$run" -c "$conc" "$@"
+    local after sys_after; after=$(cpu_ticks "$SERVICE_PID"); sys_after=$(sys_ticks "$SERVICE_PID")
+    local cpu_us sys_share
+    cpu_us=$(python3 -c "print(round(($after - $before) / $CLK_TCK / max($REQS, 1) * 1e6))")
+    sys_share=$(python3 -c "print(round(100 * ($sys_after - $sys_before) / max($after - $before, 1)))")
+    result "$what" "$backend" "$conc" "$run" "$RPS" "requests/s" \
+      "p50=$P50 p90=$P90 p99=$P99 max=$MAX acked/s=$ACKPS cpu_us_per_request=$cpu_us kernel_share=$sys_share% busy_before=$BUSY%"
+    log "$what $backend c=$conc run $run: $RPS req/s, p50 $P50 p99 $P99 ms, ${cpu_us} µs CPU/request (load $LOAD)"
+  done
+}
+
+# --- Pre-loading a realistic history ------------------------------------------------------------
+preload_postgres() {
+  log "pre-loading $PRELOAD meetings into PostgreSQL"
+  local started; started=$(date +%s)
+  psql "$PG_URL" -q -v ON_ERROR_STOP=1 -v n="$PRELOAD" <<'SQL'
+BEGIN;
+INSERT INTO meetings (lead_id, calendly_event_id, calendly_invitee_id, meeting_name, start_time, end_time,
+  status, invitee_email, invitee_name, invitee_timezone, no_show, last_event_at, created_at, updated_at)
+SELECT NULL, 'https://api.calendly.com/scheduled_events/history-' || g,
+  'https://api.calendly.com/scheduled_events/history-' || g || '/invitees/history-' || g,
+  '30 Minute Discovery Call', ts, ts + interval '30 minutes',
+  CASE WHEN g % 10 = 0 THEN 'canceled' ELSE 'scheduled' END,
+  'history' || g || '@example.com', 'History ' || g, 'Europe/London', false, now(), now(), now()
+FROM (SELECT g, now() + ((g % 20000) - 10000) * interval '1 hour' AS ts
+      FROM generate_series(1, :n) g) s;
+INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state, sent_at, attempts,
+  created_at, updated_at)
+SELECT m.id, r.t, m.start_time - r.o, m.start_time - r.o < now(),
+  CASE WHEN m.status = 'canceled' THEN 'canceled' WHEN m.start_time - r.o < now() THEN 'sent' ELSE 'pending' END,
+  CASE WHEN m.start_time - r.o < now() THEN m.start_time - r.o END, 0, now(), now()
+FROM meetings m
+CROSS JOIN (VALUES ('24h', interval '24 hours'), ('1h', interval '1 hour'), ('15min', interval '15 minutes')) r(t, o)
+WHERE m.calendly_invitee_id LIKE 'https://api.calendly.com/scheduled_events/history-%';
+-- Raw bodies older than the retention period are pruned: only the newest 20,000 keep one.
+INSERT INTO webhook_events (tracking_id, event_type, dedupe_key, source, payload_uri, raw_body, event_proto,
+  received_at, processed_at, outcome, attempts)
+SELECT md5(g::text), 'invitee.created', 'history:' || g, 'webhook',
+  'https://api.calendly.com/scheduled_events/history-' || g || '/invitees/history-' || g,
+  CASE WHEN g > :n - 20000 THEN convert_to(repeat('x', 2600), 'UTF8') END, '\x0a00'::bytea,
+  now() - interval '1 day', now() - interval '1 day', 'processed', 1
+FROM generate_series(1, :n) g;
+COMMIT;
+VACUUM ANALYZE;
+SQL
+  log "PostgreSQL pre-load took $(( $(date +%s) - started )) s"
+  echo "postgres preload: $PRELOAD meetings in $(( $(date +%s) - started )) s" >>"$OUT/machine.txt"
+}
+
+preload_sqlite() {
+  log "pre-loading $PRELOAD meetings into SQLite"
+  local started; started=$(date +%s)
+  python3 - "$SQLITE_FILE" "$PRELOAD" <<'EOF'
+import datetime as dt, hashlib, sqlite3, sys
+path, n = sys.argv[1], int(sys.argv[2])
+db = sqlite3.connect(path, isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=NORMAL")
+now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+iso = lambda t: t.isoformat()
+offsets = [("24h", dt.timedelta(hours=24)), ("1h", dt.timedelta(hours=1)), ("15min", dt.timedelta(minutes=15))]
+db.execute("BEGIN")
+for g in range(1, n + 1):
+    start = now + dt.timedelta(hours=(g % 20000) - 10000)
+    uri = f"https://api.calendly.com/scheduled_events/history-{g}/invitees/history-{g}"
+    status = "canceled" if g % 10 == 0 else "scheduled"
+    cur = db.execute(
+        "INSERT INTO meetings (lead_id, calendly_event_id, calendly_invitee_id, meeting_name, start_time,"
+        " end_time, status, invitee_email, invitee_name, invitee_timezone, no_show, last_event_at,"
+        " created_at, updated_at) VALUES (NULL,?,?,?,?,?,?,?,?,?,0,?,?,?)",
+        (f"https://api.calendly.com/scheduled_events/history-{g}", uri, "30 Minute Discovery Call",
+         iso(start), iso(start + dt.timedelta(minutes=30)), status, f"history{g}@example.com",
+         f"History {g}", "Europe/London", iso(now), iso(now), iso(now)))
+    meeting = cur.lastrowid
+    for label, before in offsets:
+        at = start - before
+        past = at < now
+        state = "canceled" if status == "canceled" else ("sent" if past else "pending")
+        db.execute(
+            "INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state,"
+            " sent_at, attempts, created_at, updated_at) VALUES (?,?,?,?,?,?,0,?,?)",
+            (meeting, label, iso(at), int(past), state, iso(at) if past else None, iso(now), iso(now)))
+    db.execute(
+        "INSERT INTO webhook_events (tracking_id, event_type, dedupe_key, source, payload_uri, raw_body,"
+        " event_proto, received_at, processed_at, outcome, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,1)",
+        (hashlib.md5(str(g).encode()).hexdigest(), "invitee.created", f"history:{g}", "webhook", uri,
+         b"x" * 2600 if g > n - 20000 else None, b"\x0a\x00", iso(now - dt.timedelta(days=1)),
+         iso(now - dt.timedelta(days=1)), "processed"))
+db.execute("COMMIT")
+db.execute("ANALYZE")
+db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+EOF
+  log "SQLite pre-load took $(( $(date +%s) - started )) s"
+  echo "sqlite preload: $PRELOAD meetings in $(( $(date +%s) - started )) s" >>"$OUT/machine.txt"
+}
+
+# --- The databases' own ceilings ----------------------------------------------------------------
+pgbench_ceiling() {
+  # The brief's transaction: inbox row, meeting, three reminders, commit.
+  cat >"$OUT/pgbench-writes.sql" <<'SQL'
+BEGIN;
+INSERT INTO webhook_events (tracking_id, event_type, dedupe_key, source, payload_uri, raw_body, event_proto, received_at, processed_at, outcome, attempts) VALUES (gen_random_uuid()::text, 'invitee.created', 'pgbench:' || gen_random_uuid()::text, 'webhook', 'https://api.calendly.com/scheduled_events/pgbench/invitees/pgbench-' || gen_random_uuid()::text, convert_to(repeat('x', 2600), 'UTF8'), '\x0a00'::bytea, now(), now(), 'processed', 1) RETURNING payload_uri AS uri \gset
+INSERT INTO meetings (lead_id, calendly_event_id, calendly_invitee_id, meeting_name, start_time, end_time, status, invitee_email, invitee_name, invitee_timezone, no_show, last_event_at, created_at, updated_at) VALUES (NULL, 'https://api.calendly.com/scheduled_events/pgbench', :uri, '30 Minute Discovery Call', now() + interval '7 days', now() + interval '7 days 30 minutes', 'scheduled', 'pgbench@example.com', 'Pg Bench', 'Europe/London', false, now(), now(), now()) RETURNING id AS mid \gset
+INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state, attempts, created_at, updated_at) VALUES (:mid, '24h', now() + interval '6 days', false, 'pending', 0, now(), now());
+INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state, attempts, created_at, updated_at) VALUES (:mid, '1h', now() + interval '7 days' - interval '1 hour', false, 'pending', 0, now(), now());
+INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state, attempts, created_at, updated_at) VALUES (:mid, '15min', now() + interval '7 days' - interval '15 minutes', false, 'pending', 0, now(), now());
+COMMIT;
+SQL
+  # The service's whole statement sequence for a new booking: the writes plus its reads (meeting
+  # FOR UPDATE, lead by e-mail, existing reminders).
+  cat >"$OUT/pgbench-service-sequence.sql" <<'SQL'
+BEGIN;
+INSERT INTO webhook_events (tracking_id, event_type, dedupe_key, source, payload_uri, raw_body, event_proto, received_at, processed_at, outcome, attempts) VALUES (gen_random_uuid()::text, 'invitee.created', 'pgbench:' || gen_random_uuid()::text, 'webhook', 'https://api.calendly.com/scheduled_events/pgbench/invitees/pgbench-' || gen_random_uuid()::text, convert_to(repeat('x', 2600), 'UTF8'), '\x0a00'::bytea, now(), now(), 'processed', 1) RETURNING payload_uri AS uri \gset
+SELECT id FROM meetings WHERE calendly_invitee_id = :uri LIMIT 1 FOR UPDATE;
+SELECT id FROM leads WHERE email = 'pgbench@example.com' LIMIT 1;
+INSERT INTO meetings (lead_id, calendly_event_id, calendly_invitee_id, meeting_name, start_time, end_time, status, invitee_email, invitee_name, invitee_timezone, no_show, last_event_at, created_at, updated_at) VALUES (NULL, 'https://api.calendly.com/scheduled_events/pgbench', :uri, '30 Minute Discovery Call', now() + interval '7 days', now() + interval '7 days 30 minutes', 'scheduled', 'pgbench@example.com', 'Pg Bench', 'Europe/London', false, now(), now(), now()) RETURNING id AS mid \gset
+SELECT id, reminder_type, state FROM meeting_reminders WHERE meeting_id = :mid;
+INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state, attempts, created_at, updated_at) VALUES (:mid, '24h', now() + interval '6 days', false, 'pending', 0, now(), now());
+INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state, attempts, created_at, updated_at) VALUES (:mid, '1h', now() + interval '7 days' - interval '1 hour', false, 'pending', 0, now(), now());
+INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state, attempts, created_at, updated_at) VALUES (:mid, '15min', now() + interval '7 days' - interval '15 minutes', false, 'pending', 0, now(), now());
+COMMIT;
+SQL
+  for script in writes service-sequence; do
+    for clients in 64 10; do
+      for run in $(seq 1 "$RUNS"); do
+        wait_quiet
+        pgbench -n -M prepared -f "$OUT/pgbench-$script.sql" -c "$clients" -j 2 -T "$CEILING_SECS" "$PG_URL" \
+          >"$OUT/pgbench-$script-c$clients-$run.txt" 2>&1 || log "pgbench failed: $OUT/pgbench-$script-c$clients-$run.txt"
+        local tps lat
+        tps=$(awk '/^tps = / {print $3; exit}' "$OUT/pgbench-$script-c$clients-$run.txt")
+        lat=$(awk '/^latency average/ {print $4; exit}' "$OUT/pgbench-$script-c$clients-$run.txt")
+        result "ceiling-pgbench-$script" postgres "$clients" "$run" "$tps" "tx/s" "latency_avg_ms=$lat"
+        log "pgbench $script -c $clients run $run: $tps tx/s, $lat ms (load $LOAD)"
+      done
+    done
+  done
+  psql "$PG_URL" -qAtc "DELETE FROM webhook_events WHERE dedupe_key LIKE 'pgbench:%'" >/dev/null
+  psql "$PG_URL" -qAtc "DELETE FROM meetings
+    WHERE calendly_event_id = 'https://api.calendly.com/scheduled_events/pgbench'" >/dev/null
+  psql "$PG_URL" -qAtc "VACUUM ANALYZE" >/dev/null
+}
+
+sqlite_ceiling() {
+  for run in $(seq 1 "$RUNS"); do
+    wait_quiet
+    local tps
+    tps=$(python3 - "$SQLITE_FILE" "$CEILING_SECS" <<'EOF'
+import datetime as dt, sqlite3, sys, time, uuid
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL"); db.execute("PRAGMA synchronous=NORMAL")
+db.execute("PRAGMA foreign_keys=ON"); db.execute("PRAGMA busy_timeout=10000")
+body = b"x" * 2600
+now = dt.datetime.now(dt.timezone.utc).isoformat()
+start = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=7)).isoformat()
+done, began = 0, time.monotonic()
+while time.monotonic() - began < float(sys.argv[2]):
+    key = uuid.uuid4().hex
+    uri = f"https://api.calendly.com/scheduled_events/ceiling/invitees/ceiling-{key}"
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO webhook_events (tracking_id, event_type, dedupe_key, source, payload_uri, raw_body,"
+               " event_proto, received_at, processed_at, outcome, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,1)",
+               (key, "invitee.created", "ceiling:" + key, "webhook", uri, body, b"\x0a\x00", now, now, "processed"))
+    mid = db.execute("INSERT INTO meetings (lead_id, calendly_event_id, calendly_invitee_id, meeting_name,"
+                     " start_time, end_time, status, invitee_email, invitee_name, invitee_timezone, no_show,"
+                     " last_event_at, created_at, updated_at) VALUES (NULL,?,?,?,?,?,?,?,?,?,0,?,?,?)",
+                     ("https://api.calendly.com/scheduled_events/ceiling", uri, "Call", start, start,
+                      "scheduled", "c@example.com", "C", "UTC", now, now, now)).lastrowid
+    for label in ("24h", "1h", "15min"):
+        db.execute("INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state,"
+                   " attempts, created_at, updated_at) VALUES (?,?,?,0,'pending',0,?,?)",
+                   (mid, label, start, now, now))
+    db.execute("COMMIT")
+    done += 1
+print(f"{done / (time.monotonic() - began):.1f}")
+db.execute("DELETE FROM webhook_events WHERE dedupe_key LIKE 'ceiling:%'")
+db.execute("DELETE FROM meetings WHERE calendly_event_id = 'https://api.calendly.com/scheduled_events/ceiling'")
+EOF
+)
+    result ceiling-sqlite-writes sqlite 1 "$run" "$tps" "tx/s" "python3 sqlite3, one connection"
+    log "SQLite ceiling run $run: $tps tx/s (load $LOAD)"
+  done
+}
+
+# --- /metrics: adapter (HTTP) against meeting service (gRPC) time ------------------------------
+metrics_snapshot() { curl -fs "$METRICS" >"$1"; }
+metrics_split() { # before after -> "http_mean_ms grpc_mean_ms"
+  python3 - "$1" "$2" <<'EOF'
+import re, sys
+def sums(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r'(calendly_(?:http|grpc)_request_duration_seconds)_(sum|count)\{([^}]*)\} (\S+)', line)
+        if not m: continue
+        name, kind, labels, value = m.groups()
+        if name.startswith("calendly_http") and ('route="/webhook/calendly"' not in labels or 'status="200"' not in labels):
+            continue
+        if name.startswith("calendly_grpc") and 'method="IngestCalendlyEvent"' not in labels:
+            continue
+        key = (name, kind)
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+a, b = sums(sys.argv[1]), sums(sys.argv[2])
+def mean(name):
+    c = b.get((name, "count"), 0) - a.get((name, "count"), 0)
+    s = b.get((name, "sum"), 0) - a.get((name, "sum"), 0)
+    return s / c * 1000 if c else float("nan")
+print(f'{mean("calendly_http_request_duration_seconds"):.2f} {mean("calendly_grpc_request_duration_seconds"):.2f}')
+EOF
+}
+
+# --- The runs -----------------------------------------------------------------------------------
+psql "$PG_ADMIN" -qAtc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null
+psql "$PG_ADMIN" -qAtc "CREATE DATABASE $PG_DB" >/dev/null
+
+for backend in $BACKENDS; do
+  if [ "$backend" = sqlite ]; then DB_URL="$SQLITE_URL"; else DB_URL="$PG_URL"; fi
+  # Start once so the migrations create the schema, then pre-load the history.
+  start_local "migrate-$backend" "$DB_URL"
+  stop_pid "$SERVICE_PID"
+  if [ "$PRELOAD" -gt 0 ]; then "preload_$backend"; fi
+
+  if wants ceiling; then
+    if [ "$backend" = sqlite ]; then sqlite_ceiling; else pgbench_ceiling; fi
+  fi
+
+  start_local "service-$backend" "$DB_URL"
+  sleep 2
+  LOAD="$(cut -d' ' -f1 /proc/loadavg)"
+  result rss-idle-local "$backend" 0 1 "$(rss_kib "$SERVICE_PID")" KiB "one process, right after start"
+  # Warm-up: connections, caches, the pool.
+  loadgen_run "warmup-$backend" -c 16 -n 1000
+  if wants throughput; then
+    for conc in 1 16 64; do
+      n=$N; [ "$conc" = 1 ] && n=$(( N / 4 ))
+      [ "$conc" = 64 ] && metrics_snapshot "$OUT/metrics-$backend-before.txt"
+      measure created "$backend" "$conc" --mix created -n "$n"
+      if [ "$conc" = 64 ]; then
+        metrics_snapshot "$OUT/metrics-$backend-after.txt"
+        read -r HTTP_MS GRPC_MS < <(metrics_split "$OUT/metrics-$backend-before.txt" "$OUT/metrics-$backend-after.txt")
+        result split-http-vs-grpc "$backend" 64 1 "$HTTP_MS" "ms mean HTTP" "grpc_mean_ms=$GRPC_MS"
+      fi
+    done
+    for conc in 1 16 64; do
+      n=$N; [ "$conc" = 1 ] && n=$(( N / 4 ))
+      measure realistic-dup10 "$backend" "$conc" --mix realistic --duplicates 0.1 -n "$n"
+    done
+    # Exactly-once check of everything above (this backend's last realistic run).
+    "$LOADGEN" --url "$URL" --secret "$SECRET" --mix realistic --duplicates 0.1 -n 500 -c 16 \
+      --verify-database "$DB_URL" --require-all-acknowledged >"$OUT/verify-$backend.txt" 2>&1 \
+      && log "verification on $backend passed" || log "VERIFICATION ON $backend FAILED: $OUT/verify-$backend.txt"
+  fi
+  LOAD="$(cut -d' ' -f1 /proc/loadavg)"
+  result rss-peak-local "$backend" 64 1 "$(rss_kib "$SERVICE_PID" VmHWM)" KiB "VmHWM after the runs"
+  sleep 5
+  result rss-idle-after-load-local "$backend" 0 1 "$(rss_kib "$SERVICE_PID")" KiB "idle again after the runs"
+
+  # perf profile (cpu-clock samples of the service process) of one c=64 run, when perf can sample.
+  if wants profile && command -v perf >/dev/null && perf record -e cpu-clock -o /dev/null true >/dev/null 2>&1; then
+    wait_quiet
+    perf record -e cpu-clock -F 499 -g -p "$SERVICE_PID" -o "$OUT/perf-$backend.data" -- sleep 12 \
+      >"$OUT/perf-record-$backend.log" 2>&1 &
+    perf_pid=$!
+    loadgen_run "profile-$backend" -c 64 -n $(( N * 4 )) || true
+    wait "$perf_pid" || true
+    perf report -i "$OUT/perf-$backend.data" --stdio --no-children -g none --sort dso,symbol \
+      --percent-limit 0 >"$OUT/perf-report-$backend.txt" 2>/dev/null || true
+    python3 - "$OUT/perf-report-$backend.txt" >"$OUT/perf-categories-$backend.txt" <<'EOF'
+import collections, re, sys
+rules = [
+    ("kernel: TCP loopback, syscalls, scheduling", lambda d, s: d.startswith("[kernel")),
+    ("SQLite engine", lambda d, s: "sqlite3" in s),
+    ("database client: sqlx, sea-orm, sea-query", lambda d, s: re.search(r"sqlx|sea_orm|sea_query", s)),
+    ("HTTP and gRPC: hyper, h2, tonic, axum, tower", lambda d, s: re.search(r"hyper|h2::|tonic|axum|tower|http::|httparse", s)),
+    ("logging: tracing, fmt", lambda d, s: re.search(r"tracing|core::fmt|alloc::fmt|Formatter|Display|Debug", s)),
+    ("JSON: serde_json", lambda d, s: re.search(r"serde_json|serde::", s)),
+    ("protobuf: prost", lambda d, s: "prost" in s),
+    ("HMAC-SHA256, hashing", lambda d, s: re.search(r"sha2|hmac|sha256|digest", s, re.I)),
+    ("metrics", lambda d, s: "metrics" in s),
+    ("tokio runtime", lambda d, s: "tokio" in s),
+    ("allocator, memcpy (libc)", lambda d, s: re.search(r"malloc|free|realloc|memcpy|memmove|memset|_int_", s) or "libc" in d),
+]
+totals = collections.Counter()
+for line in open(sys.argv[1]):
+    m = re.match(r"\s+([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.*)$", line)
+    if not m:
+        continue
+    pct, dso, sym = float(m.group(1)), m.group(2), m.group(3)
+    for name, rule in rules:
+        if rule(dso, sym):
+            totals[name] += pct
+            break
+    else:
+        totals["other (the services' own code, std, unresolved)"] += pct
+for name, pct in totals.most_common():
+    print(f"{pct:6.1f}%  {name}")
+EOF
+    log "perf profile ($backend): $OUT/perf-categories-$backend.txt"
+  fi
+  if [ "$backend" = sqlite ] && wants rejections; then
+    stop_pid "$SERVICE_PID"
+    start_local "rejections" "$DB_URL" WEBHOOK_RATE_LIMIT=1000000000
+    # One attempt each: a rejection is the answer being measured, never retried.
+    loadgen_run warmup-rejections -c 64 -n 5000 --invalid-signatures 1.0 --max-attempts 1
+    measure bad-signature-raised-limit sqlite 64 -n "$REJECT_N" --invalid-signatures 1.0 --max-attempts 1
+    measure oversized-raised-limit sqlite 16 -n 1500 --oversized 1.0 --max-attempts 1
+    stop_pid "$SERVICE_PID"
+    start_local "rejections-default-limit" "$DB_URL"
+    measure bad-signature-default-limit sqlite 64 -n "$REJECT_N" --invalid-signatures 1.0 --max-attempts 1
+  fi
+  stop_pid "$SERVICE_PID"
+done
+
+# --- Separate binaries: per-process memory and CPU, and 100,000 deliveries -----------------------
+if wants memory; then
+  start_split split "$PG_URL"
+  sleep 2
+  LOAD="$(cut -d' ' -f1 /proc/loadavg)"
+  result rss-idle-adapter postgres 0 1 "$(rss_kib "$ADAPTER_PID")" KiB "own binary, right after start"
+  result rss-idle-meeting-service postgres 0 1 "$(rss_kib "$MEETING_PID")" KiB "own binary, right after start"
+  loadgen_run warmup-split -c 16 -n 1000
+  for run in $(seq 1 "$RUNS"); do
+    wait_quiet
+    a0=$(cpu_ticks "$ADAPTER_PID"); m0=$(cpu_ticks "$MEETING_PID")
+    loadgen_run "split-created-c64-$run" -c 64 -n "$N" --mix created
+    a1=$(cpu_ticks "$ADAPTER_PID"); m1=$(cpu_ticks "$MEETING_PID")
+    result split-created postgres 64 "$run" "$RPS" requests/s \
+      "p50=$P50 p99=$P99 adapter_cpu_us=$(( (a1 - a0) * 1000000 / CLK_TCK / REQS )) meeting_cpu_us=$(( (m1 - m0) * 1000000 / CLK_TCK / REQS ))"
+    log "split c=64 run $run: $RPS req/s p99 $P99 ms"
+  done
+  result rss-peak-adapter postgres 64 1 "$(rss_kib "$ADAPTER_PID" VmHWM)" KiB "VmHWM after c=64 runs"
+  result rss-peak-meeting-service postgres 64 1 "$(rss_kib "$MEETING_PID" VmHWM)" KiB "VmHWM after c=64 runs"
+
+  log "memory across $MEMORY_N deliveries (c=16), RSS every 10 s"
+  wait_quiet
+  echo "elapsed_s,adapter_rss_kib,meeting_service_rss_kib" >"$OUT/memory-100k.csv"
+  "$LOADGEN" --url "$URL" --secret "$SECRET" --mix created -n "$MEMORY_N" -c 16 --time-limit-secs 1500 \
+    --json "$OUT/memory-100k.json" >"$OUT/memory-100k.txt" 2>&1 &
+  gen=$!
+  started=$(date +%s)
+  while kill -0 "$gen" 2>/dev/null; do
+    echo "$(( $(date +%s) - started )),$(rss_kib "$ADAPTER_PID"),$(rss_kib "$MEETING_PID")" >>"$OUT/memory-100k.csv"
+    sleep 10
+  done
+  wait "$gen" || log "the 100k run reported a failure: $OUT/memory-100k.txt"
+  sleep 5
+  echo "$(( $(date +%s) - started )),$(rss_kib "$ADAPTER_PID"),$(rss_kib "$MEETING_PID")" >>"$OUT/memory-100k.csv"
+  result rss-after-100k-adapter postgres 16 1 "$(rss_kib "$ADAPTER_PID")" KiB "idle after $MEMORY_N deliveries"
+  result rss-after-100k-meeting-service postgres 16 1 "$(rss_kib "$MEETING_PID")" KiB "idle after $MEMORY_N deliveries"
+  stop_pid "$ADAPTER_PID"
+  stop_pid "$MEETING_PID"
+fi
+
+# --- Summary ------------------------------------------------------------------------------------
+python3 - "$RESULTS" >"$OUT/summary.md" <<'EOF'
+import collections, csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+groups = collections.OrderedDict()
+for r in rows:
+    groups.setdefault((r["what"], r["backend"], r["concurrency"], r["unit"]), []).append(r)
+print("| what | backend | c | median | min-max | unit | load1 | details (median run) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for (what, backend, c, unit), rs in groups.items():
+    vals = [float(r["value"]) for r in rs]
+    med = statistics.median(vals)
+    mid = min(rs, key=lambda r: abs(float(r["value"]) - med))
+    loads = ",".join(r["load1"] for r in rs)
+    print(f"| {what} | {backend} | {c} | {med:,.1f} | {min(vals):,.1f}-{max(vals):,.1f} | {unit} | {loads} | {mid['extra']} |")
+EOF
+cat "$OUT/summary.md"
+log "results in $OUT"
