@@ -17,6 +17,8 @@
 #              stall other deliveries and must be cut off by a timeout (loadgen slow-client).
 #   soak       10 minutes at a fixed moderate rate, RSS of both processes every 10 s.
 #
+# FAULT_PROFILE=dev builds and runs debug binaries instead of release ones (CI: the debug build is
+# shared with `cargo test`, so the fault runs add almost no build time there).
 # Needs: PostgreSQL on 127.0.0.1:5432 (user postgres, trust) for the storm/sigkill/soak databases
 # (each run creates its own database and drops it), /usr/lib/postgresql/<v>/bin (initdb, pg_ctl)
 # for the private instance, and a `postgres` system user when run as root.
@@ -89,19 +91,20 @@ wait_http() { # url, seconds
 }
 
 # --- Build --------------------------------------------------------------------------------------
-log "building release binaries (loadgen, local, adapter, meeting-service)"
-cargo build --release -q -p tests --bin loadgen --bin local
+PROFILE="${FAULT_PROFILE:-release}"
+log "building $PROFILE binaries (loadgen, local$([ "$SHORT" = 0 ] && echo ', adapter, meeting-service'))"
+cargo build --profile "$PROFILE" -q -p tests --bin loadgen --bin local
 if [ "$SHORT" = 0 ]; then
-  cargo build --release -q -p adapter --bin adapter -p meeting-service --bin meeting-service
+  cargo build --profile "$PROFILE" -q -p adapter --bin adapter -p meeting-service --bin meeting-service
 fi
-BIN="$(pwd)/target/release"
+if [ "$PROFILE" = dev ]; then BIN="$(pwd)/target/debug"; else BIN="$(pwd)/target/$PROFILE"; fi
 LOADGEN="$BIN/loadgen"
 
-new_pg_database() { # prints a URL of a fresh database on the shared server
+new_pg_database() { # sets NEW_DB_URL to a fresh database on the shared server, dropped at exit
   local name="calendly_fault_$(date +%s)_$RANDOM"
   psql "$PG_ADMIN" -qAtc "CREATE DATABASE \"$name\"" >/dev/null
   DATABASES+=("$name")
-  echo "${PG_ADMIN%/*}/$name"
+  NEW_DB_URL="${PG_ADMIN%/*}/$name"
 }
 
 # start_local NAME DATABASE_URL [VAR=VALUE...]: the `cargo run` binary, both services in one process.
@@ -149,7 +152,7 @@ storm() { # backend
   local backend="$1" url n
   n=$([ "$SHORT" = 1 ] && echo 200 || echo 2000)
   if [ "$backend" = postgres ]; then
-    url=$(new_pg_database)
+    new_pg_database; url="$NEW_DB_URL"
   else
     url="sqlite://$OUT/storm.db?mode=rwc"
   fi
@@ -257,7 +260,7 @@ EOF
 # --- SIGKILL of the meeting service -------------------------------------------------------------
 sigkill() {
   local rate=40 url grpc_port gen_status=0
-  url=$(new_pg_database)
+  new_pg_database; url="$NEW_DB_URL"
   grpc_port=$(free_port)
   start_meeting_service sigkill "$url" "$grpc_port"
   start_adapter sigkill "$grpc_port"
@@ -301,13 +304,14 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 soak() {
   local rate=50 secs=600 url grpc_port gen_status=0
-  url=$(new_pg_database)
+  new_pg_database; url="$NEW_DB_URL"
   grpc_port=$(free_port)
   start_meeting_service soak "$url" "$grpc_port"
   start_adapter soak "$grpc_port"
   log "soak: $rate deliveries/s for $secs s; RSS of both processes every 10 s"
-  "$LOADGEN" --url "$URL" --secret "$SECRET" --mix realistic --duplicates 0.1 -n $(( rate * secs )) \
-    --rate "$rate" -c 64 --time-limit-secs $(( secs + 30 )) --require-all-acknowledged \
+  # --rate paces every request, re-sends included: 10% duplicates make n x 1.1 requests.
+  "$LOADGEN" --url "$URL" --secret "$SECRET" --mix realistic --duplicates 0.1 -n $(( rate * secs * 10 / 11 )) \
+    --rate "$rate" -c 64 --time-limit-secs $(( secs + 60 )) --require-all-acknowledged \
     --verify-database "$url" --json "$OUT/soak.json" --label soak >"$OUT/soak.txt" 2>&1 &
   local gen=$! start; start=$(date +%s)
   PIDS+=("$gen")
