@@ -132,12 +132,21 @@ async fn serve(
             request.extensions_mut().insert(ConnectInfo(peer));
             request
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // The auto builder reads the protocol preface with no timer, and hyper's header timeout
+            // starts only after it: a client that connects and sends nothing would hold its socket
+            // and this task forever.
+            let mut first_byte = [0u8; 1];
+            let first_read = tokio::time::timeout(header_timeout, stream.peek(&mut first_byte)).await;
+            if !matches!(first_read, Ok(Ok(1))) {
+                tracing::debug!(%peer, "connection sent nothing in time; closed");
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
         });

@@ -115,6 +115,10 @@ async fn slow_clients_are_cut_off_without_stalling_others(backend: Backend) {
         .write_all(b"POST /webhook/calendly HTTP/1.1\r\nHost: x\r\n")
         .await
         .expect("write");
+    // A connection that never sends a byte.
+    let mut silent = tokio::net::TcpStream::connect(app.http_addr)
+        .await
+        .expect("connect");
     // A body trickled one byte at a time.
     let mut trickle = tokio::net::TcpStream::connect(app.http_addr)
         .await
@@ -156,6 +160,11 @@ async fn slow_clients_are_cut_off_without_stalling_others(backend: Backend) {
     assert!(
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "stalled headers are cut off: {closed:?}"
+    );
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read(&mut buffer)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent connection is cut off: {closed:?}"
     );
     let answer = trickling.await.expect("trickle task");
     assert!(
