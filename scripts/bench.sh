@@ -110,7 +110,7 @@ CLK_TCK="$(getconf CLK_TCK)"
 log "building release binaries"
 cargo build --release -q -p tests --bin loadgen --bin local
 cargo build --release -q -p adapter --bin adapter -p meeting-service --bin meeting-service
-BIN="$(pwd)/target/release"
+BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/release"
 LOADGEN="$BIN/loadgen"
 
 {

@@ -97,7 +97,8 @@ cargo build --profile "$PROFILE" -q -p tests --bin loadgen --bin local
 if [ "$SHORT" = 0 ]; then
   cargo build --profile "$PROFILE" -q -p adapter --bin adapter -p meeting-service --bin meeting-service
 fi
-if [ "$PROFILE" = dev ]; then BIN="$(pwd)/target/debug"; else BIN="$(pwd)/target/$PROFILE"; fi
+TARGET="${CARGO_TARGET_DIR:-$(pwd)/target}"
+if [ "$PROFILE" = dev ]; then BIN="$TARGET/debug"; else BIN="$TARGET/$PROFILE"; fi
 LOADGEN="$BIN/loadgen"
 
 new_pg_database() { # sets NEW_DB_URL to a fresh database on the shared server, dropped at exit
