@@ -5,7 +5,7 @@
 #   scripts/schemathesis.sh                      # on a fresh SQLite file
 #   DATABASE_URL=postgres://… scripts/schemathesis.sh
 #
-# Needs the `local` binary (cargo build -p tests --bin local) and schemathesis (pip install
+# Builds the `local` binary (debug; LOCAL_BINARY names another) and needs schemathesis (pip install
 # schemathesis). Everything listens on 127.0.0.1 and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,10 @@ trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 http_port=$(port)
+if [ -z "${LOCAL_BINARY:-}" ]; then
+  cargo build -q -p tests --bin local
+fi
 binary=${LOCAL_BINARY:-${CARGO_TARGET_DIR:-target}/debug/local}
-[ -x "$binary" ] || { echo "build it first: cargo build -p tests --bin local" >&2; exit 1; }
 
 # Limits raised so the run explores the API rather than the rate limiter (429 is described too).
 env CALENDLY_WEBHOOK_SECRET=schemathesis-key \

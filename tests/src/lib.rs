@@ -1,4 +1,5 @@
 //! Shared by the end-to-end tests and the tools in this crate.
 
+pub mod binaries;
 pub mod loadgen;
 pub mod test_database;

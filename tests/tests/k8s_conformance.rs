@@ -10,9 +10,8 @@
 //!
 //! Only addresses change. Listeners bind 127.0.0.1 instead of 0.0.0.0, on the manifest's port
 //! unless that port is busy on this machine. Service names in URLs resolve to 127.0.0.1 and
-//! the port the backing pod listens on. The binaries are the ones next to this test in the
-//! target directory; `.ci/run` builds them (`cargo build -p adapter -p meeting-service -p
-//! migration`).
+//! the port the backing pod listens on. The binaries are built on first use, with this test's
+//! profile and target directory (`tests::binaries`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,12 +19,15 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement, TransactionTrait};
 use serde_json::Value;
-use tests::test_database::TestDatabase;
+use tests::{
+    binaries::{workspace_binary, workspace_root as workspace},
+    test_database::TestDatabase,
+};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -37,7 +39,7 @@ const API_TOKEN: &str = "k8s-conformance-api-token";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_production_manifests_run_the_real_binaries() {
-    let database = TestDatabase::from_env().await;
+    let database = TestDatabase::preferred().await;
     let scratch = tempfile::tempdir().expect("temp dir");
     let manifests = Manifests::render(&scratch.path().join("rendered"));
     let secrets = BTreeMap::from([
@@ -312,13 +314,6 @@ async fn force_a_database_retry(
 }
 
 // --- The rendered manifests --------------------------------------------------------------------
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace holds the tests crate")
-        .to_owned()
-}
 
 struct Manifests {
     objects: Vec<Value>,
@@ -626,7 +621,7 @@ impl Workload {
             .chain(self.container["args"].as_array().into_iter().flatten())
             .map(|v| v.as_str().expect("string"))
             .collect();
-        let program = binary(command[0].rsplit('/').next().expect("file name"));
+        let program = workspace_binary(command[0].rsplit('/').next().expect("file name"));
         let output = fs::File::create(log).expect("log file");
         let child = Command::new(&program)
             .args(&command[1..])
@@ -745,59 +740,6 @@ fn local_port_for(port: u16) -> u16 {
 }
 
 // --- Processes -----------------------------------------------------------------------------------
-
-/// A binary built next to this test (`target/<profile>/<name>`).
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let mut dir = exe.parent().expect("deps directory").to_owned();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the binaries first with `cargo build -p adapter -p meeting-service -p migration` \
-         (.ci/run does)",
-        path.display()
-    );
-    warn_if_older_than_sources(name, &path);
-    path
-}
-
-/// Cargo rebuilds the libraries this test links, not the binaries it starts: say so when a
-/// binary looks older than the code it is built from.
-fn warn_if_older_than_sources(name: &str, path: &Path) {
-    fn newest(dir: &Path) -> Option<SystemTime> {
-        let mut latest = None;
-        for entry in fs::read_dir(dir).ok()?.flatten() {
-            let path = entry.path();
-            let time = if path.is_dir() {
-                newest(&path)
-            } else {
-                entry.metadata().ok().and_then(|m| m.modified().ok())
-            };
-            latest = latest.max(time);
-        }
-        latest
-    }
-    let built = fs::metadata(path).and_then(|m| m.modified()).ok();
-    let packages: &[&str] = match name {
-        "adapter" => &["adapter", "service-kit", "proto"],
-        "meeting-service" => &["meeting-service", "migration", "service-kit", "proto"],
-        _ => &["migration"],
-    };
-    let sources = packages
-        .iter()
-        .filter_map(|package| newest(&workspace().join(package).join("src")))
-        .max();
-    if let (Some(built), Some(sources)) = (built, sources)
-        && sources > built
-    {
-        eprintln!(
-            "warning: {name} is older than the sources; run `cargo build -p adapter -p meeting-service -p migration`"
-        );
-    }
-}
 
 struct Process {
     child: Child,

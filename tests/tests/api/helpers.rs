@@ -17,41 +17,27 @@ pub const SIGNING_KEY: &str = "test-signing-key-5b0c";
 /// The bearer token between adapter and meeting service in tests.
 pub const INTERNAL_TOKEN: &str = "test-internal-token";
 
-/// The PostgreSQL backend when `TEST_DATABASE_URL` is set. In CI its absence is an error, never a
-/// silent skip; on a developer machine without PostgreSQL the SQLite run still covers the test.
-pub fn postgres() -> Option<Backend> {
-    if std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()) {
-        return Some(Backend::Postgres);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "CI is set but TEST_DATABASE_URL is not: the PostgreSQL tests must run in CI"
-    );
-    eprintln!("TEST_DATABASE_URL is unset: this test ran on SQLite only");
-    None
-}
-
-/// Generates one test per backend for each named `async fn(Backend)` in the calling module.
+/// Lists a module's tests for the harness ([`crate::harness`]): each named `async fn(Backend)`
+/// runs on SQLite and on PostgreSQL; those after `postgres_only:` need a network database and run
+/// on PostgreSQL alone.
 #[macro_export]
 macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if let Some(backend) = $crate::helpers::postgres() {
-                        super::$name(backend).await;
-                    }
-                }
-            )*
+    ($($name:ident),* $(,)? $(; postgres_only: $($pg_name:ident),* $(,)?)?) => {
+        pub fn cases() -> Vec<$crate::harness::Case> {
+            vec![
+                $($crate::harness::Case::new(
+                    module_path!(),
+                    stringify!($name),
+                    $crate::harness::BOTH,
+                    |backend| Box::pin($name(backend)),
+                ),)*
+                $($($crate::harness::Case::new(
+                    module_path!(),
+                    stringify!($pg_name),
+                    $crate::harness::POSTGRES_ONLY,
+                    |backend| Box::pin($pg_name(backend)),
+                ),)*)?
+            ]
         }
     };
 }

@@ -1,11 +1,30 @@
 //! End-to-end tests: the real adapter and meeting service on port 0, a fresh database per test,
-//! real HTTP and gRPC. Every test runs on SQLite, and on PostgreSQL when `TEST_DATABASE_URL` is set.
+//! real HTTP and gRPC. Every test runs on SQLite and on PostgreSQL (see `harness` for what
+//! happens when no PostgreSQL server is there).
 
 mod bad_requests;
 mod events;
 mod front_door;
+mod harness;
 mod helpers;
 mod meeting_api;
 mod operations;
 mod pipeline;
 mod process;
+
+fn main() -> std::process::ExitCode {
+    harness::run(
+        [
+            bad_requests::cases(),
+            events::cases(),
+            front_door::cases(),
+            meeting_api::cases(),
+            operations::cases(),
+            pipeline::cases(),
+            process::cases(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    )
+}

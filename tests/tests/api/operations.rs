@@ -7,9 +7,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{
-    Backend, FaultProxy, fixture, json, log_lines_containing, postgres, spawn_app, spawn_app_routed,
-};
+use crate::helpers::{Backend, FaultProxy, fixture, json, log_lines_containing, spawn_app, spawn_app_routed};
 
 async fn one_tracking_id_follows_a_delivery_through_both_services_logs(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -104,7 +102,8 @@ async fn reflection_lists_the_services_for_grpcurl_style_tools(backend: Backend)
 
 crate::on_both_backends!(
     one_tracking_id_follows_a_delivery_through_both_services_logs,
-    reflection_lists_the_services_for_grpcurl_style_tools,
+    reflection_lists_the_services_for_grpcurl_style_tools;
+    postgres_only: health_and_answers_follow_the_database_down_and_back,
 );
 
 async fn health_status(channel: &tonic::transport::Channel, service: &str) -> Option<ServingStatus> {
@@ -129,9 +128,7 @@ async fn wait_for(channel: &tonic::transport::Channel, wanted: ServingStatus) {
 
 /// Needs a network database, so PostgreSQL only: the meeting service reaches it through a proxy
 /// this test cuts and restores.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_answers_follow_the_database_down_and_back() {
-    let Some(backend) = postgres() else { return };
+async fn health_and_answers_follow_the_database_down_and_back(backend: Backend) {
     let proxy = FaultProxy::start("127.0.0.1:5432".parse().expect("address")).await;
     let proxied = proxy.addr;
     let app = spawn_app_routed(backend, &[("MEETING_SERVICE_TIMEOUT_MS", "8000")], &move |url| {
