@@ -10,6 +10,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_create_tables;
 mod m20261128_000002_add_reminder_claim_token;
+mod m20261201_000001_index_inbox_payload_uri;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_create_tables::Migration),
             Box::new(m20261128_000002_add_reminder_claim_token::Migration),
+            Box::new(m20261201_000001_index_inbox_payload_uri::Migration),
         ]
     }
 }

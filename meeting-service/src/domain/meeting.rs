@@ -1,9 +1,12 @@
 //! How invitee events change a meeting.
 //!
-//! Calendly delivers at least once and in no promised order, so [`apply`] is written to converge:
-//! the meeting's facts follow the newest event by Calendly's time, a cancellation is final for its
-//! invitee URI, reschedule links are kept from whichever half brought them, and a no-show mark
-//! follows the newest mark or unmark. The status is derived from those, never stored as a step.
+//! Calendly delivers at least once and in no promised order, so a meeting is not stepped by each
+//! event as it arrives: [`derive`] computes it from every event of its invitee, in one total
+//! order (Calendly's time, then the kind, then the inbox key). Any arrival order therefore gives
+//! the same record. Along that order, facts follow the newest event (an event without a field,
+//! such as a legacy payload without times, leaves it as it was), a cancellation is final, reschedule
+//! links are kept from whichever half brought them, and a no-show mark follows the newest mark or
+//! unmark (an unmark wins a tie). The status is derived from those.
 
 use chrono::{DateTime, Utc};
 
@@ -79,8 +82,32 @@ impl MeetingState {
     }
 }
 
-/// The meeting after `event`, from the meeting before it (`None` when the invitee is new).
-pub fn apply(current: Option<MeetingState>, event: &InviteeEvent) -> MeetingState {
+/// Where an event sits among its invitee's events: by Calendly's time; at one time by kind, in
+/// the order booked, moved (seed), no-show marked, unmarked, canceled (so an unmark and a
+/// cancellation win a tie); then by the inbox key, which differs for any two stored events.
+pub fn order_key<'a>(event: &InviteeEvent, inbox_key: &'a str) -> (DateTime<Utc>, u8, &'a str) {
+    let rank = match event.change {
+        InviteeChange::Booked => 0,
+        InviteeChange::Moved => 1,
+        InviteeChange::NoShowMarked => 2,
+        InviteeChange::NoShowCleared => 3,
+        InviteeChange::Canceled(_) => 4,
+    };
+    (event.occurred_at, rank, inbox_key)
+}
+
+/// The meeting that every event of one invitee gives, each paired with its inbox key; `None`
+/// when there are none.
+pub fn derive(mut events: Vec<(InviteeEvent, String)>) -> Option<MeetingState> {
+    events.sort_by(|(a, a_key), (b, b_key)| order_key(a, a_key).cmp(&order_key(b, b_key)));
+    events
+        .iter()
+        .fold(None, |meeting, (event, _)| Some(apply(meeting, event)))
+}
+
+/// The meeting after `event`, from the meeting of the events before it in [`order_key`] order
+/// (`None` when it is the first).
+fn apply(current: Option<MeetingState>, event: &InviteeEvent) -> MeetingState {
     let facts = &event.facts;
     let mut meeting = match current {
         Some(meeting) => meeting,
@@ -103,25 +130,18 @@ pub fn apply(current: Option<MeetingState>, event: &InviteeEvent) -> MeetingStat
         },
     };
 
-    if event.occurred_at >= meeting.last_event_at {
-        meeting.last_event_at = event.occurred_at;
-        meeting.email = facts.email.clone();
-        meeting.name = facts.name.clone();
-        if !facts.scheduled_event_uri.is_empty() {
-            meeting.scheduled_event_uri = facts.scheduled_event_uri.clone();
-        }
-        // A payload without the meeting (legacy shape) must not erase what another event told us.
-        meeting.timezone = facts.timezone.clone().or(meeting.timezone);
-        meeting.meeting_name = facts.meeting_name.clone().or(meeting.meeting_name);
-        meeting.start_time = facts.start_time.or(meeting.start_time);
-        meeting.end_time = facts.end_time.or(meeting.end_time);
-    } else {
-        // Older than what we have: it may only fill gaps.
-        meeting.timezone = meeting.timezone.or_else(|| facts.timezone.clone());
-        meeting.meeting_name = meeting.meeting_name.or_else(|| facts.meeting_name.clone());
-        meeting.start_time = meeting.start_time.or(facts.start_time);
-        meeting.end_time = meeting.end_time.or(facts.end_time);
+    // Events come in order, so this one is the newest so far.
+    meeting.last_event_at = meeting.last_event_at.max(event.occurred_at);
+    meeting.email = facts.email.clone();
+    meeting.name = facts.name.clone();
+    if !facts.scheduled_event_uri.is_empty() {
+        meeting.scheduled_event_uri = facts.scheduled_event_uri.clone();
     }
+    // A payload without the meeting (legacy shape) must not erase what another event told us.
+    meeting.timezone = facts.timezone.clone().or(meeting.timezone);
+    meeting.meeting_name = facts.meeting_name.clone().or(meeting.meeting_name);
+    meeting.start_time = facts.start_time.or(meeting.start_time);
+    meeting.end_time = facts.end_time.or(meeting.end_time);
     if let Some(old) = &facts.old_invitee_uri {
         meeting.rescheduled_from = Some(old.clone());
     }
@@ -190,11 +210,14 @@ mod tests {
         }
     }
 
+    /// The meeting `events` give, delivered in this order (the inbox keys follow it).
     fn replay(events: &[InviteeEvent]) -> MeetingState {
-        events
+        let keyed = events
             .iter()
-            .fold(None, |meeting, event| Some(apply(meeting, event)))
-            .expect("at least one event")
+            .enumerate()
+            .map(|(n, event)| (event.clone(), format!("key-{n}")))
+            .collect();
+        derive(keyed).expect("at least one event")
     }
 
     #[test]
@@ -261,6 +284,45 @@ mod tests {
         let old = event(InviteeChange::Booked, 1);
         assert_eq!(replay(&[moved.clone(), old.clone()]).start_time, Some(at(20_000)));
         assert_eq!(replay(&[old, moved]).start_time, Some(at(20_000)));
+    }
+
+    #[test]
+    fn a_field_follows_the_newest_event_that_has_it_whatever_the_order() {
+        let mut booked = event(InviteeChange::Booked, 1);
+        booked.facts.timezone = Some("Europe/Berlin".into());
+        let mut marked = event(InviteeChange::NoShowMarked, 2);
+        marked.facts.timezone = Some("America/New_York".into());
+        let mut moved = event(InviteeChange::Moved, 3);
+        moved.facts.timezone = None;
+        let orders = [
+            [booked.clone(), marked.clone(), moved.clone()],
+            [moved.clone(), booked.clone(), marked.clone()],
+            [marked, moved, booked],
+        ];
+        for order in orders {
+            assert_eq!(replay(&order).timezone.as_deref(), Some("America/New_York"));
+        }
+    }
+
+    #[test]
+    fn at_one_time_the_later_kind_decides_in_any_order() {
+        let mut booked = event(InviteeChange::Booked, 5);
+        booked.facts.name = "Booked".into();
+        let mut cleared = event(InviteeChange::NoShowCleared, 5);
+        cleared.facts.name = "Cleared".into();
+        let marked = event(InviteeChange::NoShowMarked, 5);
+        for order in [
+            [booked.clone(), marked.clone(), cleared.clone()],
+            [cleared.clone(), marked.clone(), booked.clone()],
+        ] {
+            let meeting = replay(&order);
+            assert_eq!(meeting.name, "Cleared");
+            assert_eq!(
+                meeting.status(),
+                MeetingStatus::Scheduled,
+                "the unmark wins the tie"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::{
     domain::{
         event::{Disposition, InviteeEvent, classify, dedupe_key, payload_uri, storable},
         lead::{NEW_LEAD_STATUS, lead_status_for, normalize_email},
-        meeting::{CancellationRecord, MeetingState, MeetingStatus, apply},
+        meeting::{CancellationRecord, MeetingState, MeetingStatus, derive},
         reminders::{ExistingReminder, ReminderAction, ReminderState, reconcile},
     },
     entity::{lead, meeting, meeting_reminder, webhook_event},
@@ -125,17 +125,24 @@ impl Store {
             ServiceError::Unexpected(anyhow::anyhow!("stored event {id} does not decode: {e}"))
         })?;
         let disposition = classify(&event, row.received_at);
+        let (outcome, errors) = planned_outcome(&disposition);
         self.with_retries("replay", || async {
             let txn = self.db.begin().await?;
-            let (outcome, errors, applied) = self.apply_disposition(&txn, &disposition, now).await?;
+            // The row's new outcome first: an applied event is part of its invitee's history, which
+            // is read by the payload URI, so that is taken from the protobuf as it is now.
             let mut active: webhook_event::ActiveModel = row.clone().into();
+            active.payload_uri = Set(payload_uri(&event));
             active.outcome = Set(outcome_name(outcome).to_owned());
             active.error = Set(errors_text(&errors));
             active.attempts = Set(row.attempts.saturating_add(1));
             active.processed_at = Set(Some(now));
             active.update(&txn).await?;
+            let applied = match &disposition {
+                Disposition::Apply(event) => Some(self.apply_invitee_event(&txn, event, now).await?),
+                Disposition::Ignore(_) | Disposition::Fail(_) => None,
+            };
             txn.commit().await?;
-            Ok(ingested(outcome, row.id, errors, applied))
+            Ok(ingested(outcome, row.id, errors.clone(), applied))
         })
         .await
     }
@@ -177,11 +184,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Attempt, DbErr> {
         let txn = self.db.begin().await?;
-        let (outcome, errors) = match disposition {
-            Disposition::Apply(_) => (Outcome::Processed, Vec::new()),
-            Disposition::Ignore(reason) => (Outcome::Ignored, vec![reason.clone()]),
-            Disposition::Fail(reasons) => (Outcome::Failed, reasons.clone()),
-        };
+        let (outcome, errors) = planned_outcome(disposition);
         // The inbox row goes first: its unique key settles duplicates before any other write, and
         // on SQLite the first write takes the write lock, so the transaction never has to upgrade.
         let inbox = webhook_event::ActiveModel {
@@ -219,23 +222,6 @@ impl Store {
         Ok(Attempt::Stored(ingested(outcome, inbox.id, errors, applied)))
     }
 
-    async fn apply_disposition(
-        &self,
-        txn: &DatabaseTransaction,
-        disposition: &Disposition,
-        now: DateTime<Utc>,
-    ) -> Result<(Outcome, Vec<String>, Option<Applied>), DbErr> {
-        Ok(match disposition {
-            Disposition::Apply(event) => (
-                Outcome::Processed,
-                Vec::new(),
-                Some(self.apply_invitee_event(txn, event, now).await?),
-            ),
-            Disposition::Ignore(reason) => (Outcome::Ignored, vec![reason.clone()], None),
-            Disposition::Fail(reasons) => (Outcome::Failed, reasons.clone(), None),
-        })
-    }
-
     async fn describe_duplicate(&self, key: &str) -> Result<Ingested, ServiceError> {
         let original = webhook_event::Entity::find()
             .filter(webhook_event::Column::DedupeKey.eq(key))
@@ -263,21 +249,29 @@ impl Store {
         })
     }
 
+    /// Brings `event`'s meeting in line with every applied event of its invitee, this one
+    /// included: it must already be in the inbox as processed, in this transaction.
     async fn apply_invitee_event(
         &self,
         txn: &DatabaseTransaction,
         event: &InviteeEvent,
         now: DateTime<Utc>,
     ) -> Result<Applied, DbErr> {
+        let invitee_uri = event.facts.invitee_uri.as_str();
+        // The lock comes before reading the history, so a concurrent event of this invitee has
+        // either committed (and is read) or waits for this transaction.
         let existing = lock_for_update(
-            meeting::Entity::find()
-                .filter(meeting::Column::CalendlyInviteeId.eq(event.facts.invitee_uri.as_str())),
+            meeting::Entity::find().filter(meeting::Column::CalendlyInviteeId.eq(invitee_uri)),
             txn.get_database_backend(),
         )
         .one(txn)
         .await?;
         let before = existing.as_ref().map(state_of);
-        let after = apply(before.clone(), event);
+        let after = derive(invitee_history(txn, invitee_uri).await?).ok_or_else(|| {
+            DbErr::Custom(format!(
+                "the event being applied is missing from the history of {invitee_uri}"
+            ))
+        })?;
         let status = after.status();
 
         let lead_before = existing.as_ref().and_then(|m| m.lead_id);
@@ -452,11 +446,16 @@ pub(crate) async fn refresh_lead_status(
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
     // Locking the lead serialises concurrent events for different meetings of one lead, so the
-    // latest-meeting read below sees every committed change.
-    let Some(lead) = lock_for_update(lead::Entity::find_by_id(lead_id), txn.get_database_backend())
-        .one(txn)
-        .await?
-    else {
+    // latest-meeting read below sees every committed change. `FOR NO KEY UPDATE`, because a
+    // concurrent transaction that wrote a meeting of this lead holds the lead's KEY SHARE lock
+    // (its foreign key) and may be waiting for this one's meeting insert: `FOR UPDATE` would
+    // wait for it in turn, a deadlock PostgreSQL breaks only after a second.
+    let lead_row = lead::Entity::find_by_id(lead_id);
+    let lead_row = match txn.get_database_backend() {
+        DbBackend::Postgres => lead_row.lock(sea_orm::sea_query::LockType::NoKeyUpdate),
+        _ => lead_row,
+    };
+    let Some(lead) = lead_row.one(txn).await? else {
         return Ok(false);
     };
     let latest = meeting::Entity::find()
@@ -480,6 +479,44 @@ pub(crate) async fn refresh_lead_status(
     active.updated_at = Set(now);
     active.update(txn).await?;
     Ok(true)
+}
+
+/// Every applied event of one invitee in the inbox, with its inbox key, as the rules take them.
+/// The stored protobuf is the event as received, so the history needs no JSON parser.
+async fn invitee_history(
+    txn: &DatabaseTransaction,
+    invitee_uri: &str,
+) -> Result<Vec<(InviteeEvent, String)>, DbErr> {
+    let rows: Vec<(String, Vec<u8>, DateTime<Utc>)> = webhook_event::Entity::find()
+        .select_only()
+        .column(webhook_event::Column::DedupeKey)
+        .column(webhook_event::Column::EventProto)
+        .column(webhook_event::Column::ReceivedAt)
+        .filter(webhook_event::Column::PayloadUri.eq(invitee_uri))
+        .filter(webhook_event::Column::Outcome.eq(outcome_name(Outcome::Processed)))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let mut history = Vec::with_capacity(rows.len());
+    for (key, proto, received_at) in rows {
+        let event = CalendlyEvent::decode(proto.as_slice())
+            .map_err(|e| DbErr::Custom(format!("stored event {key} does not decode: {e}")))?;
+        // An event stored as processed that no longer classifies as applicable (rules changed
+        // since) is left out rather than guessed at.
+        if let Disposition::Apply(event) = classify(&event, received_at) {
+            history.push((*event, key));
+        }
+    }
+    Ok(history)
+}
+
+/// The outcome an event gets before anything is applied, and its reasons.
+fn planned_outcome(disposition: &Disposition) -> (Outcome, Vec<String>) {
+    match disposition {
+        Disposition::Apply(_) => (Outcome::Processed, Vec::new()),
+        Disposition::Ignore(reason) => (Outcome::Ignored, vec![reason.clone()]),
+        Disposition::Fail(reasons) => (Outcome::Failed, reasons.clone()),
+    }
 }
 
 /// `SELECT … FOR UPDATE` on PostgreSQL. SQLite has no row locks (and sea-query drops the clause);

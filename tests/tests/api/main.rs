@@ -3,6 +3,7 @@
 //! happens when no PostgreSQL server is there).
 
 mod bad_requests;
+mod convergence;
 mod events;
 mod front_door;
 mod harness;
@@ -16,6 +17,7 @@ fn main() -> std::process::ExitCode {
     harness::run(
         [
             bad_requests::cases(),
+            convergence::cases(),
             events::cases(),
             front_door::cases(),
             meeting_api::cases(),
