@@ -7,7 +7,10 @@ use service_kit::{
     telemetry::LogSettings,
 };
 
-use crate::domain::reminders::{ReminderOffset, parse_offsets};
+use crate::{
+    domain::reminders::{ReminderOffset, parse_offsets},
+    store::batch::BatchSettings,
+};
 
 /// Where `cargo run` keeps its data when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/meetings.db?mode=rwc";
@@ -31,6 +34,9 @@ pub struct Config {
     pub health_check_interval: Duration,
     /// How long in-flight requests may take to finish after SIGTERM (`SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
+    /// How concurrent deliveries are grouped into transactions (`INGEST_BATCH_MAX`,
+    /// `INGEST_BATCH_WAIT_MS`).
+    pub ingest_batch: BatchSettings,
     pub log: LogSettings,
 }
 
@@ -63,6 +69,15 @@ impl Config {
         // Loopback for local use; every interface in production, where a pod must be reachable.
         let host = if production { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
         let retention_days: u64 = parsed(lookup, "RAW_BODY_RETENTION_DAYS", 30)?;
+        let defaults = BatchSettings::default();
+        let batch_max: usize = parsed(lookup, "INGEST_BATCH_MAX", defaults.max)?;
+        if !(1..=1_000).contains(&batch_max) {
+            return Err(SettingError::new("INGEST_BATCH_MAX", "must be 1 to 1000"));
+        }
+        let batch_wait_ms: u64 = parsed(lookup, "INGEST_BATCH_WAIT_MS", defaults.wait.as_millis() as u64)?;
+        if batch_wait_ms > 1_000 {
+            return Err(SettingError::new("INGEST_BATCH_WAIT_MS", "must be at most 1000"));
+        }
         Ok(Self {
             environment,
             database_url: Secret::new(database_url),
@@ -75,6 +90,10 @@ impl Config {
             raw_body_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
             health_check_interval: seconds(lookup, "HEALTH_CHECK_INTERVAL_SECS", Duration::from_secs(5))?,
             shutdown_grace: seconds(lookup, "SHUTDOWN_GRACE_SECS", Duration::from_secs(20))?,
+            ingest_batch: BatchSettings {
+                max: batch_max,
+                wait: Duration::from_millis(batch_wait_ms),
+            },
             log: LogSettings::from_lookup(lookup, production)?,
         })
     }
@@ -117,6 +136,8 @@ mod tests {
             ("REMINDER_OFFSETS", "1w"),
             ("CREATE_LEADS_FOR_UNKNOWN_INVITEES", "maybe"),
             ("LOG_FORMAT", "xml"),
+            ("INGEST_BATCH_MAX", "0"),
+            ("INGEST_BATCH_WAIT_MS", "5000"),
         ] {
             let error = config(&[(variable, value)]).expect_err("invalid");
             assert_eq!(error.variable, variable);

@@ -34,6 +34,18 @@ impl ServiceError {
         }
     }
 
+    /// The same failure for another caller of a batch that failed as a whole.
+    pub fn shared(&self) -> Self {
+        match self {
+            Self::InvalidArgument(m) => Self::InvalidArgument(m.clone()),
+            Self::NotFound(m) => Self::NotFound(m.clone()),
+            Self::AlreadyExists(m) => Self::AlreadyExists(m.clone()),
+            Self::FailedPrecondition(m) => Self::FailedPrecondition(m.clone()),
+            Self::Unavailable(cause) => Self::Unavailable(DbErr::Custom(cause.to_string())),
+            Self::Unexpected(cause) => Self::Unexpected(anyhow::anyhow!("{cause:#}")),
+        }
+    }
+
     fn code(&self) -> Code {
         match self {
             Self::InvalidArgument(_) => Code::InvalidArgument,

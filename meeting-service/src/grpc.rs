@@ -24,6 +24,7 @@ use crate::{
     error::ServiceError,
     store::{
         IngestRequest, Ingested, Store,
+        batch::Ingestor,
         leads::{LeadChange, LeadKey, valid_email},
         reads::{MeetingFilter, MeetingKey},
     },
@@ -37,11 +38,12 @@ const DEFAULT_PAGE_SIZE: u32 = 50;
 
 pub struct MeetingApi {
     store: Store,
+    ingestor: Ingestor,
 }
 
 impl MeetingApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, ingestor: Ingestor) -> Self {
+        Self { store, ingestor }
     }
 }
 
@@ -105,16 +107,13 @@ impl MeetingService for MeetingApi {
             }
             let source = Source::try_from(request.source).unwrap_or(Source::Unspecified);
             let ingested = self
-                .store
-                .ingest(
-                    IngestRequest {
-                        event,
-                        raw_body: request.raw_body,
-                        source,
-                        tracking_id,
-                    },
-                    Utc::now(),
-                )
+                .ingestor
+                .ingest(IngestRequest {
+                    event,
+                    raw_body: request.raw_body,
+                    source,
+                    tracking_id,
+                })
                 .await?;
             tracing::info!(
                 outcome = ?ingested.outcome,

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-use store::{Store, StoreSettings, retry::RetryPolicy};
+use store::{Store, StoreSettings, batch::Ingestor, retry::RetryPolicy};
 
 /// Connects to the database (applying migrations), then serves gRPC on `listener` until
 /// `shutdown` resolves. On shutdown the health service reports NOT_SERVING first, in-flight
@@ -66,8 +66,9 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
+    let (ingestor, writers) = Ingestor::start(store.clone(), config.ingest_batch);
     let api = MeetingServiceServer::with_interceptor(
-        grpc::MeetingApi::new(store.clone()),
+        grpc::MeetingApi::new(store.clone(), ingestor),
         grpc::BearerAuth::new(config.internal_api_token.as_ref().map(|t| t.expose())),
     );
 
@@ -84,20 +85,31 @@ pub async fn run(
         }
     };
     tracing::info!(%addr, "meeting service listening (gRPC)");
-    let server = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
-    tokio::pin!(server);
     let grace = config.shutdown_grace;
-    let served = tokio::select! {
-        served = &mut server => served,
-        () = async { drain_started.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
-            Ok(())
+    let served = {
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(api)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => served,
+            () = async { drain_started.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "in-flight calls did not finish within the grace period");
+                Ok(())
+            }
         }
     };
+    // The server, and with it every sender of the ingest queue, is gone: the writers finish what
+    // is queued (bounded, should the database hang).
+    let drained = tokio::time::timeout(grace, futures::future::join_all(writers)).await;
+    if drained.is_err() {
+        tracing::warn!(
+            ?grace,
+            "queued deliveries were not stored within the grace period"
+        );
+    }
     health_task.abort();
     prune_task.abort();
     if let Err(error) = store.connection().clone().close().await {

@@ -10,6 +10,16 @@ pub fn describe() {
         "calendly_ingested_events_total",
         "Events stored in the inbox, by event kind and outcome (processed, duplicate, ignored, failed)."
     );
+    describe_histogram!(
+        "calendly_ingest_batch_size",
+        Unit::Count,
+        "Events stored per ingest transaction (group commit)."
+    );
+    describe_histogram!(
+        "calendly_ingest_batch_wait_seconds",
+        Unit::Seconds,
+        "Time an event waited in the ingest queue before its batch began."
+    );
     describe_counter!(
         "calendly_db_retries_total",
         "Database transactions retried after a transient error, by operation."

@@ -39,3 +39,57 @@ impl v1::CalendlyEvent {
             .canonical_name()
     }
 }
+
+impl v1::Outcome {
+    /// The name stored in the inbox's `outcome` column and shown in answers and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Duplicate => "duplicate",
+            Self::Ignored => "ignored",
+            Self::Failed => "failed",
+            Self::Unspecified => "unspecified",
+        }
+    }
+
+    /// The outcome a stored [`v1::Outcome::label`] names; `Unspecified` for anything else.
+    pub fn from_label(label: &str) -> Self {
+        match label {
+            "processed" => Self::Processed,
+            "duplicate" => Self::Duplicate,
+            "ignored" => Self::Ignored,
+            "failed" => Self::Failed,
+            _ => Self::Unspecified,
+        }
+    }
+}
+
+impl v1::Source {
+    /// The name stored in the inbox's `source` column.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::TestEndpoint => "test_endpoint",
+            Self::Backfill => "backfill",
+            Self::Unspecified => "unspecified",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v1::Outcome;
+
+    #[test]
+    fn every_outcome_label_reads_back_as_its_outcome() {
+        for outcome in [
+            Outcome::Processed,
+            Outcome::Duplicate,
+            Outcome::Ignored,
+            Outcome::Failed,
+            Outcome::Unspecified,
+        ] {
+            assert_eq!(Outcome::from_label(outcome.label()), outcome);
+        }
+    }
+}

@@ -127,6 +127,13 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Events per ingest transaction: 1 when idle, up to `INGEST_BATCH_MAX` (default 64) under load.
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// Time in the ingest queue: microseconds when idle, about a commit's time under load.
+const QUEUE_WAIT_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process's Prometheus recorder, installed on first use. Both services share it when they
@@ -136,6 +143,16 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         return Ok(handle.clone());
     }
     let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("calendly_ingest_batch_wait_seconds".to_owned()),
+            QUEUE_WAIT_BUCKETS_SECONDS,
+        )
+        .context("configuring histogram buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full("calendly_ingest_batch_size".to_owned()),
+            BATCH_SIZE_BUCKETS,
+        )
+        .context("configuring histogram buckets")?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS_SECONDS)
         .context("configuring histogram buckets")?
         .build_recorder();

@@ -13,7 +13,7 @@ use axum::{
     http::{HeaderMap, header},
 };
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use proto::v1::{CalendlyEvent, IngestCalendlyEventResponse, Outcome, Source};
+use proto::v1::{CalendlyEvent, IngestCalendlyEventResponse, Source};
 use serde::Serialize;
 
 use crate::{AppState, config::MAX_BODY_BYTES, error::ApiError, tracking::TrackingId};
@@ -96,16 +96,6 @@ pub struct ProcessingResult {
     pub reminders_scheduled: u32,
 }
 
-fn outcome_label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Processed => "processed",
-        Outcome::Duplicate => "duplicate",
-        Outcome::Ignored => "ignored",
-        Outcome::Failed => "failed",
-        Outcome::Unspecified => "unspecified",
-    }
-}
-
 /// Hands a parsed event to the meeting service and builds the answer. 2xx only once the meeting
 /// service has committed it.
 pub async fn ingest(
@@ -125,13 +115,13 @@ pub async fn ingest(
     let outcome = response.outcome();
     tracing::info!(
         event = %event_name,
-        outcome = outcome_label(outcome),
+        outcome = outcome.label(),
         processed = response.processed,
         lead_updated = response.lead_updated,
         duration_ms = started.elapsed().as_millis() as u64,
         "delivery processed"
     );
-    metrics::counter!("calendly_deliveries_total", "event" => kind_label, "outcome" => outcome_label(outcome))
+    metrics::counter!("calendly_deliveries_total", "event" => kind_label, "outcome" => outcome.label())
         .increment(1);
     let duplicate = response.duplicate;
     Ok(Json(Accepted {
@@ -146,7 +136,7 @@ pub async fn ingest(
             lead_updated: response.lead_updated,
             errors: response.errors,
             duplicate,
-            outcome: outcome_label(outcome),
+            outcome: outcome.label(),
             webhook_event_id: response.webhook_event_id,
             meeting_id: response.meeting_id,
             reminders_scheduled: response.reminders_scheduled,

@@ -1,23 +1,28 @@
-//! The ingest transaction: inbox row, meeting, lead link and status, reminders; all or nothing.
+//! The ingest transaction: a batch of events stored in the inbox and applied to their meetings,
+//! reminders and leads, all or nothing, in one commit; and the replay of one stored event.
+//!
+//! A batch of one is a delivery on its own; under load, [`super::batch`] hands concurrent
+//! deliveries over together. Either way each caller is answered exactly as if its event had been
+//! stored alone, in the batch's order, and only once the commit succeeded.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
 use prost::Message;
 use proto::v1::{CalendlyEvent, Outcome, Source};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-};
-use tracing::Instrument;
+use sea_orm::{ActiveModelTrait, DatabaseTransaction, DbErr, EntityTrait, Set, TransactionTrait};
 
-use super::{Store, retry::is_transient};
+use super::{
+    Store, db_time,
+    plan::{self, BatchEvent, EventEffect, LeadRef, Rules, Snapshot},
+    sql,
+};
 use crate::{
     domain::{
-        event::{Disposition, InviteeEvent, classify, dedupe_key, payload_uri, storable},
-        lead::{NEW_LEAD_STATUS, lead_status_for, normalize_email},
-        meeting::{CancellationRecord, MeetingState, MeetingStatus, derive},
-        reminders::{ExistingReminder, ReminderAction, ReminderState, reconcile},
+        event::{Disposition, MAX_INDEXED_TEXT_BYTES, classify, dedupe_key, payload_uri, storable},
+        lead::{NEW_LEAD_STATUS, normalize_email},
     },
-    entity::{lead, meeting, meeting_reminder, webhook_event},
+    entity::webhook_event,
     error::ServiceError,
 };
 
@@ -40,76 +45,211 @@ pub struct Ingested {
     pub reminders_scheduled: u32,
 }
 
-/// The effect of applying one invitee event inside the transaction.
-struct Applied {
-    meeting_id: i64,
-    lead_updated: bool,
-    reminders_scheduled: u32,
+/// What the rules say of a request before anything is stored.
+struct Prepared {
+    key: String,
+    disposition: Disposition,
+    outcome: Outcome,
+    errors: Vec<String>,
 }
 
-/// Times are stored with microsecond precision, the finest PostgreSQL keeps, so that a value
-/// read back compares equal to the one written on both backends.
-pub(crate) fn db_time(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.trunc_subsecs(6)
-}
-
-fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Webhook => "webhook",
-        Source::TestEndpoint => "test_endpoint",
-        Source::Backfill => "backfill",
-        Source::Unspecified => "unspecified",
+impl Prepared {
+    fn new(request: &IngestRequest, now: DateTime<Utc>) -> Self {
+        let disposition = classify(&request.event, now);
+        let (outcome, errors) = planned_outcome(&disposition);
+        Self {
+            key: dedupe_key(&request.event, &request.raw_body),
+            disposition,
+            outcome,
+            errors,
+        }
     }
 }
 
-pub(crate) fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Processed => "processed",
-        Outcome::Duplicate => "duplicate",
-        Outcome::Ignored => "ignored",
-        Outcome::Failed => "failed",
-        Outcome::Unspecified => "unspecified",
-    }
-}
-
-pub(crate) fn parse_outcome(value: &str) -> Outcome {
-    match value {
-        "processed" => Outcome::Processed,
-        "duplicate" => Outcome::Duplicate,
-        "ignored" => Outcome::Ignored,
-        "failed" => Outcome::Failed,
-        _ => Outcome::Unspecified,
-    }
-}
-
-enum Attempt {
-    Stored(Ingested),
-    Duplicate,
+/// What a committed batch stored: the inbox ids of the rows it inserted (by dedupe key) and, per
+/// request applied, its effect and meeting id.
+struct Stored {
+    inserted: HashMap<String, i64>,
+    applied: HashMap<usize, (EventEffect, i64)>,
 }
 
 impl Store {
-    /// Stores `request` in the inbox and applies it, once. Retries transient failures; when they
-    /// persist, answers `Unavailable` with nothing stored.
-    #[tracing::instrument(skip_all, fields(event = %request.event.event_name))]
+    /// Stores `request` in the inbox and applies it, once: a batch of one.
     pub async fn ingest(&self, request: IngestRequest, now: DateTime<Utc>) -> Result<Ingested, ServiceError> {
+        self.ingest_batch(vec![request], now)
+            .await
+            .pop()
+            .unwrap_or_else(|| {
+                Err(ServiceError::Unexpected(anyhow::anyhow!(
+                    "a batch of one gave no answer"
+                )))
+            })
+    }
+
+    /// Stores `requests` in the inbox and applies them in one transaction, and answers each in
+    /// order as if it had come alone. Transient failures retry the whole batch and, when they
+    /// persist, every caller gets `Unavailable` with nothing stored. Any other failure of a batch
+    /// applies its events again one by one, so that only the event at fault gets the error.
+    #[tracing::instrument(skip_all, fields(batch = requests.len()))]
+    pub async fn ingest_batch(
+        &self,
+        requests: Vec<IngestRequest>,
+        now: DateTime<Utc>,
+    ) -> Vec<Result<Ingested, ServiceError>> {
         let now = db_time(now);
-        let key = dedupe_key(&request.event, &request.raw_body);
-        let disposition = classify(&request.event, now);
-        let label = request.event.kind_name();
-        let result = self
-            .with_retries("ingest", || self.try_ingest(&request, &key, &disposition, now))
+        let prepared: Vec<Prepared> = requests.iter().map(|r| Prepared::new(r, now)).collect();
+        let stored = self
+            .with_retries("ingest", || self.try_ingest_batch(&requests, &prepared, now))
             .await;
-        let ingested = match result? {
-            Attempt::Stored(ingested) => ingested,
-            Attempt::Duplicate => self.describe_duplicate(&key).await?,
+        let answers = match stored {
+            Ok(stored) => self.answers(&prepared, stored).await,
+            Err(error) if requests.len() > 1 && !matches!(error, ServiceError::Unavailable(_)) => {
+                tracing::warn!(error = %error, "a batch failed; applying its events one by one");
+                let mut answers = Vec::with_capacity(requests.len());
+                for request in requests {
+                    answers.push(Box::pin(self.ingest(request, now)).await);
+                }
+                return answers;
+            }
+            Err(error) => prepared.iter().map(|_| Err(error.shared())).collect(),
         };
-        metrics::counter!(
-            "calendly_ingested_events_total",
-            "event" => label,
-            "outcome" => outcome_name(ingested.outcome)
-        )
-        .increment(1);
-        Ok(ingested)
+        for (request, answer) in requests.iter().zip(&answers) {
+            if let Ok(ingested) = answer {
+                metrics::counter!(
+                    "calendly_ingested_events_total",
+                    "event" => request.event.kind_name(),
+                    "outcome" => ingested.outcome.label()
+                )
+                .increment(1);
+            }
+        }
+        answers
+    }
+
+    async fn try_ingest_batch(
+        &self,
+        requests: &[IngestRequest],
+        prepared: &[Prepared],
+        now: DateTime<Utc>,
+    ) -> Result<Stored, DbErr> {
+        // The first request of each key stores it; in key order, so two batches inserting the
+        // same keys wait for each other in one order.
+        let mut firsts: BTreeMap<&str, usize> = BTreeMap::new();
+        for (index, request) in prepared.iter().enumerate() {
+            firsts.entry(request.key.as_str()).or_insert(index);
+        }
+        let rows: Vec<sql::inbox::NewRow> = firsts
+            .values()
+            .map(|&index| inbox_row(&requests[index], &prepared[index], now))
+            .collect();
+        let txn = self.db.begin().await?;
+        let inserted = sql::inbox::insert_new(&txn, &rows).await?;
+        let mut to_apply: Vec<(usize, BatchEvent)> = firsts
+            .values()
+            .filter(|&&index| inserted.contains_key(&prepared[index].key))
+            .filter_map(|&index| match &prepared[index].disposition {
+                Disposition::Apply(event) => Some((
+                    index,
+                    BatchEvent {
+                        event: (**event).clone(),
+                        key: prepared[index].key.clone(),
+                    },
+                )),
+                Disposition::Ignore(_) | Disposition::Fail(_) => None,
+            })
+            .collect();
+        // Applied in arrival order, which is the order callers are answered as if alone.
+        to_apply.sort_by_key(|(index, _)| *index);
+        let events: Vec<BatchEvent> = to_apply.iter().map(|(_, event)| event.clone()).collect();
+        let effects = self.apply(&txn, &events, now).await?;
+        txn.commit().await?;
+        Ok(Stored {
+            inserted,
+            applied: to_apply
+                .into_iter()
+                .map(|(index, _)| index)
+                .zip(effects)
+                .collect(),
+        })
+    }
+
+    /// Each request's answer, once the batch committed. A request whose key the batch did not
+    /// insert (stored before, or by an earlier request of the batch) is a duplicate of that row.
+    async fn answers(&self, prepared: &[Prepared], stored: Stored) -> Vec<Result<Ingested, ServiceError>> {
+        let mut firsts: HashSet<&str> = HashSet::new();
+        let mut duplicates: Vec<&str> = Vec::new();
+        let mut answers: Vec<Option<Ingested>> = Vec::with_capacity(prepared.len());
+        for (index, request) in prepared.iter().enumerate() {
+            let first = firsts.insert(request.key.as_str());
+            match stored.inserted.get(&request.key).filter(|_| first) {
+                Some(&id) => {
+                    let applied = stored.applied.get(&index);
+                    answers.push(Some(Ingested {
+                        outcome: request.outcome,
+                        webhook_event_id: id,
+                        processed: applied.is_some(),
+                        lead_updated: applied.is_some_and(|(effect, _)| effect.lead_updated),
+                        errors: request.errors.clone(),
+                        meeting_id: applied.map(|(_, meeting_id)| *meeting_id),
+                        reminders_scheduled: applied.map_or(0, |(effect, _)| effect.reminders_scheduled),
+                    }));
+                }
+                None => {
+                    duplicates.push(request.key.as_str());
+                    answers.push(None);
+                }
+            }
+        }
+        if duplicates.is_empty() {
+            return answers.into_iter().map(|a| Ok(a.expect("answered"))).collect();
+        }
+        let originals = match self.originals(&duplicates).await {
+            Ok(originals) => originals,
+            Err(error) => {
+                return prepared
+                    .iter()
+                    .zip(answers)
+                    .map(|(_, answer)| answer.ok_or_else(|| error.shared()))
+                    .collect();
+            }
+        };
+        prepared
+            .iter()
+            .zip(answers)
+            .map(|(request, answer)| match answer {
+                Some(answer) => Ok(answer),
+                None => originals.get(&request.key).cloned().ok_or_else(|| {
+                    ServiceError::Unexpected(anyhow::anyhow!("duplicate key {} has no row", request.key))
+                }),
+            })
+            .collect()
+    }
+
+    /// The answer a duplicate of each stored key gets: the original's id, whether it was applied,
+    /// and its meeting.
+    async fn originals(&self, keys: &[&str]) -> Result<HashMap<String, Ingested>, ServiceError> {
+        let rows = sql::inbox::by_keys(&self.db, keys)
+            .await
+            .map_err(ServiceError::from_db)?;
+        let uris: Vec<&str> = rows.values().filter_map(|(_, _, uri)| uri.as_deref()).collect();
+        let meetings = sql::meetings::ids(&self.db, &uris)
+            .await
+            .map_err(ServiceError::from_db)?;
+        Ok(rows
+            .iter()
+            .map(|(key, (id, outcome, uri))| {
+                let answer = Ingested {
+                    outcome: Outcome::Duplicate,
+                    webhook_event_id: *id,
+                    processed: Outcome::from_label(outcome) == Outcome::Processed,
+                    lead_updated: false,
+                    errors: Vec::new(),
+                    meeting_id: uri.as_ref().and_then(|uri| meetings.get(uri).copied()),
+                    reminders_scheduled: 0,
+                };
+                (key.clone(), answer)
+            })
+            .collect())
     }
 
     /// Applies a stored inbox event again, from its stored protobuf; the row's outcome, error and
@@ -131,383 +271,235 @@ impl Store {
             // The row's new outcome first: an applied event is part of its invitee's history, which
             // is read by the payload URI, so that is taken from the protobuf as it is now.
             let mut active: webhook_event::ActiveModel = row.clone().into();
-            active.payload_uri = Set(payload_uri(&event));
-            active.outcome = Set(outcome_name(outcome).to_owned());
+            active.payload_uri = Set(payload_uri_column(&event));
+            active.outcome = Set(outcome.label().to_owned());
             active.error = Set(errors_text(&errors));
             active.attempts = Set(row.attempts.saturating_add(1));
             active.processed_at = Set(Some(now));
             active.update(&txn).await?;
             let applied = match &disposition {
-                Disposition::Apply(event) => Some(self.apply_invitee_event(&txn, event, now).await?),
+                Disposition::Apply(event) => {
+                    let events = [BatchEvent {
+                        event: (**event).clone(),
+                        key: row.dedupe_key.clone(),
+                    }];
+                    self.apply(&txn, &events, now).await?.pop()
+                }
                 Disposition::Ignore(_) | Disposition::Fail(_) => None,
             };
             txn.commit().await?;
-            Ok(ingested(outcome, row.id, errors.clone(), applied))
+            Ok(Ingested {
+                outcome,
+                webhook_event_id: row.id,
+                processed: applied.is_some(),
+                lead_updated: applied.as_ref().is_some_and(|(effect, _)| effect.lead_updated),
+                errors: errors.clone(),
+                meeting_id: applied.as_ref().map(|(_, meeting_id)| *meeting_id),
+                reminders_scheduled: applied.map_or(0, |(effect, _)| effect.reminders_scheduled),
+            })
         })
         .await
     }
 
-    pub(crate) async fn with_retries<T, F, Fut>(
-        &self,
-        operation: &'static str,
-        mut attempt: F,
-    ) -> Result<T, ServiceError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, DbErr>>,
-    {
-        let policy = self.settings.retry;
-        let mut tries = 1;
-        loop {
-            match attempt().instrument(tracing::Span::current()).await {
-                Ok(value) => return Ok(value),
-                Err(error) if is_transient(&error) && tries < policy.max_attempts => {
-                    let delay = policy.delay_after(tries);
-                    tracing::warn!(operation, attempt = tries, ?delay, error = %error, "transient database error; retrying");
-                    metrics::counter!("calendly_db_retries_total", "operation" => operation).increment(1);
-                    tokio::time::sleep(delay).await;
-                    tries += 1;
-                }
-                Err(error) => {
-                    tracing::error!(operation, attempts = tries, error = %error, "database transaction failed; rolled back");
-                    return Err(ServiceError::from_db(error));
-                }
-            }
-        }
-    }
-
-    async fn try_ingest(
-        &self,
-        request: &IngestRequest,
-        key: &str,
-        disposition: &Disposition,
-        now: DateTime<Utc>,
-    ) -> Result<Attempt, DbErr> {
-        let txn = self.db.begin().await?;
-        let (outcome, errors) = planned_outcome(disposition);
-        // The inbox row goes first: its unique key settles duplicates before any other write, and
-        // on SQLite the first write takes the write lock, so the transaction never has to upgrade.
-        let inbox = webhook_event::ActiveModel {
-            tracking_id: Set(request.tracking_id.clone()),
-            event_type: Set(storable(&request.event.event_name)),
-            dedupe_key: Set(key.to_owned()),
-            source: Set(source_name(request.source).to_owned()),
-            payload_uri: Set(payload_uri(&request.event)),
-            raw_body: Set(Some(request.raw_body.clone())),
-            event_proto: Set(request.event.encode_to_vec()),
-            received_at: Set(now),
-            processed_at: Set(Some(now)),
-            outcome: Set(outcome_name(outcome).to_owned()),
-            error: Set(errors_text(&errors).map(|e| storable(&e))),
-            attempts: Set(1),
-            ..Default::default()
-        };
-        let inbox = match inbox.insert(&txn).await {
-            Ok(row) => row,
-            Err(error)
-                if error
-                    .sql_err()
-                    .is_some_and(|e| matches!(e, sea_orm::SqlErr::UniqueConstraintViolation(_))) =>
-            {
-                txn.rollback().await?;
-                return Ok(Attempt::Duplicate);
-            }
-            Err(error) => return Err(error),
-        };
-        let applied = match disposition {
-            Disposition::Apply(event) => Some(self.apply_invitee_event(&txn, event, now).await?),
-            Disposition::Ignore(_) | Disposition::Fail(_) => None,
-        };
-        txn.commit().await?;
-        Ok(Attempt::Stored(ingested(outcome, inbox.id, errors, applied)))
-    }
-
-    async fn describe_duplicate(&self, key: &str) -> Result<Ingested, ServiceError> {
-        let original = webhook_event::Entity::find()
-            .filter(webhook_event::Column::DedupeKey.eq(key))
-            .one(&self.db)
-            .await
-            .map_err(ServiceError::from_db)?
-            .ok_or_else(|| ServiceError::Unexpected(anyhow::anyhow!("duplicate key {key} has no row")))?;
-        let meeting_id = match &original.payload_uri {
-            Some(uri) => meeting::Entity::find()
-                .filter(meeting::Column::CalendlyInviteeId.eq(uri.as_str()))
-                .one(&self.db)
-                .await
-                .map_err(ServiceError::from_db)?
-                .map(|m| m.id),
-            None => None,
-        };
-        Ok(Ingested {
-            outcome: Outcome::Duplicate,
-            webhook_event_id: original.id,
-            processed: original.outcome == outcome_name(Outcome::Processed),
-            lead_updated: false,
-            errors: Vec::new(),
-            meeting_id,
-            reminders_scheduled: 0,
-        })
-    }
-
-    /// Brings `event`'s meeting in line with every applied event of its invitee, this one
-    /// included: it must already be in the inbox as processed, in this transaction.
-    async fn apply_invitee_event(
+    /// Brings the meetings of `events` (already in the inbox as processed, in this transaction) in
+    /// line with every applied event of their invitees, and answers each event's effect and
+    /// meeting id. Reads lock in a fixed order: meetings by invitee URI, leads by id, reminders by
+    /// id; a concurrent event of one of these invitees has therefore either committed (and is
+    /// read) or waits for this transaction.
+    async fn apply(
         &self,
         txn: &DatabaseTransaction,
-        event: &InviteeEvent,
+        events: &[BatchEvent],
         now: DateTime<Utc>,
-    ) -> Result<Applied, DbErr> {
-        let invitee_uri = event.facts.invitee_uri.as_str();
-        // The lock comes before reading the history, so a concurrent event of this invitee has
-        // either committed (and is read) or waits for this transaction.
-        let existing = lock_for_update(
-            meeting::Entity::find().filter(meeting::Column::CalendlyInviteeId.eq(invitee_uri)),
-            txn.get_database_backend(),
-        )
-        .one(txn)
-        .await?;
-        let before = existing.as_ref().map(state_of);
-        let after = derive(invitee_history(txn, invitee_uri).await?).ok_or_else(|| {
-            DbErr::Custom(format!(
-                "the event being applied is missing from the history of {invitee_uri}"
-            ))
-        })?;
-        let status = after.status();
-
-        let lead_before = existing.as_ref().and_then(|m| m.lead_id);
-        let lead_id = match lead_before {
-            Some(id) => Some(id),
-            None => self.find_or_create_lead(txn, &after, now).await?,
-        };
-        let row = match existing {
-            Some(row) if before.as_ref() == Some(&after) && row.lead_id == lead_id => row,
-            Some(row) => {
-                let mut active: meeting::ActiveModel = row.into();
-                write_state(&mut active, &after);
-                active.lead_id = Set(lead_id);
-                active.updated_at = Set(now);
-                active.update(txn).await?
-            }
-            None => {
-                let mut active = meeting::ActiveModel {
-                    lead_id: Set(lead_id),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                    ..Default::default()
-                };
-                write_state(&mut active, &after);
-                active.insert(txn).await?
-            }
-        };
-
-        let reminders_scheduled = self
-            .reconcile_reminders(txn, row.id, status, after.start_time, now)
-            .await?;
-        let lead_status_changed = match lead_id {
-            Some(id) => refresh_lead_status(txn, id, now).await?,
-            None => false,
-        };
-        Ok(Applied {
-            meeting_id: row.id,
-            lead_updated: lead_status_changed || (lead_before.is_none() && lead_id.is_some()),
-            reminders_scheduled,
-        })
-    }
-
-    async fn find_or_create_lead(
-        &self,
-        txn: &DatabaseTransaction,
-        meeting: &MeetingState,
-        now: DateTime<Utc>,
-    ) -> Result<Option<i64>, DbErr> {
-        let email = normalize_email(&meeting.email);
-        if email.is_empty() {
-            return Ok(None);
+    ) -> Result<Vec<(EventEffect, i64)>, DbErr> {
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        let found = lead::Entity::find()
-            .filter(lead::Column::Email.eq(email.as_str()))
-            .one(txn)
-            .await?;
-        if let Some(lead) = found {
-            return Ok(Some(lead.id));
-        }
-        if !self.settings.create_leads_for_unknown_invitees {
-            return Ok(None);
-        }
-        let created = lead::ActiveModel {
-            email: Set(email),
-            name: Set(Some(meeting.name.clone()).filter(|n| !n.is_empty())),
-            status: Set(NEW_LEAD_STATUS.to_owned()),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
-        }
-        .insert(txn)
-        .await?;
-        Ok(Some(created.id))
-    }
-
-    async fn reconcile_reminders(
-        &self,
-        txn: &DatabaseTransaction,
-        meeting_id: i64,
-        status: MeetingStatus,
-        start: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Result<u32, DbErr> {
-        let rows = meeting_reminder::Entity::find()
-            .filter(meeting_reminder::Column::MeetingId.eq(meeting_id))
-            .all(txn)
-            .await?;
-        let existing: Vec<ExistingReminder> = rows
+        let uris: Vec<&str> = events
             .iter()
-            .map(|row| ExistingReminder {
-                id: row.id,
-                reminder_type: row.reminder_type.clone(),
-                scheduled_time: row.scheduled_time,
-                state: ReminderState::parse(&row.state).unwrap_or(ReminderState::Canceled),
+            .map(|e| e.event.facts.invitee_uri.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let own_keys: HashSet<&str> = events.iter().map(|e| e.key.as_str()).collect();
+        let stored = sql::meetings::lock(txn, &uris).await?;
+        let histories = sql::inbox::histories(txn, &uris, &own_keys).await?;
+
+        // Leads: those of the meetings, and those an unlinked meeting may be linked to by any of
+        // its events' e-mails.
+        let linked: HashSet<&str> = stored
+            .iter()
+            .filter(|m| m.lead_id.is_some())
+            .map(|m| m.calendly_invitee_id.as_str())
+            .collect();
+        let emails: BTreeSet<String> = histories
+            .iter()
+            .filter(|(uri, _)| !linked.contains(uri.as_str()))
+            .flat_map(|(_, history)| history.iter().map(|(event, _)| &event.facts.email))
+            .chain(
+                events
+                    .iter()
+                    .filter(|e| !linked.contains(e.event.facts.invitee_uri.as_str()))
+                    .map(|e| &e.event.facts.email),
+            )
+            .map(|email| normalize_email(email))
+            .filter(|email| !email.is_empty())
+            .collect();
+        let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
+        let lead_ids: Vec<i64> = stored.iter().filter_map(|m| m.lead_id).collect();
+        let leads = sql::leads::lock(txn, &lead_ids, &emails).await?;
+        let all_lead_ids: Vec<i64> = leads.iter().map(|l| l.id).collect();
+        let latest_other = sql::meetings::latest_per_lead(txn, &all_lead_ids, &uris).await?;
+        let stored_ids: Vec<i64> = stored.iter().map(|m| m.id).collect();
+        let mut reminders: HashMap<i64, Vec<_>> = HashMap::new();
+        for row in sql::reminders::lock(txn, &stored_ids).await? {
+            reminders.entry(row.meeting_id).or_default().push(row);
+        }
+
+        let stored_meeting_ids: HashMap<String, i64> = stored
+            .iter()
+            .map(|m| (m.calendly_invitee_id.clone(), m.id))
+            .collect();
+        let snapshot = Snapshot {
+            meetings: stored
+                .into_iter()
+                .map(|m| (m.calendly_invitee_id.clone(), m))
+                .collect(),
+            histories,
+            reminders,
+            leads: leads.clone(),
+            latest_other,
+        };
+        let plan = plan::plan(
+            snapshot,
+            events,
+            &Rules {
+                reminder_offsets: &self.settings.reminder_offsets,
+                create_leads_for_unknown_invitees: self.settings.create_leads_for_unknown_invitees,
+                now,
+            },
+        );
+        self.write(txn, plan, &leads, stored_meeting_ids, now).await
+    }
+
+    /// Writes what `plan` decided: new leads, then meetings (new, then rewritten), their
+    /// reminders, and the leads' new statuses.
+    async fn write(
+        &self,
+        txn: &DatabaseTransaction,
+        plan: plan::Plan,
+        leads: &[crate::entity::lead::Model],
+        stored_meeting_ids: HashMap<String, i64>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(EventEffect, i64)>, DbErr> {
+        let mut new_leads: Vec<_> = plan
+            .new_leads
+            .iter()
+            .map(|lead| {
+                let status = plan
+                    .lead_statuses
+                    .get(&LeadRef::New(lead.email.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| NEW_LEAD_STATUS.to_owned());
+                (lead.email.clone(), lead.name.clone(), status)
             })
             .collect();
-        let mut scheduled = 0;
-        for action in reconcile(status, start, &self.settings.reminder_offsets, &existing, now) {
-            match action {
-                ReminderAction::Create {
-                    reminder_type,
-                    scheduled_time,
-                } => {
-                    meeting_reminder::ActiveModel {
-                        meeting_id: Set(meeting_id),
-                        reminder_type: Set(reminder_type),
-                        scheduled_time: Set(db_time(scheduled_time)),
-                        sent: Set(false),
-                        state: Set(ReminderState::Pending.as_str().to_owned()),
-                        claimed_by: Set(None),
-                        claim_token: Set(None),
-                        claim_expires_at: Set(None),
-                        sent_at: Set(None),
-                        attempts: Set(0),
-                        created_at: Set(now),
-                        updated_at: Set(now),
-                        ..Default::default()
-                    }
-                    .insert(txn)
-                    .await?;
-                    scheduled += 1;
-                }
-                ReminderAction::Reschedule { id, scheduled_time } => {
-                    update_reminder(
-                        txn,
-                        &rows,
-                        id,
-                        ReminderState::Pending,
-                        Some(db_time(scheduled_time)),
-                        now,
-                    )
-                    .await?;
-                    scheduled += 1;
-                }
-                ReminderAction::Cancel { id } => {
-                    update_reminder(txn, &rows, id, ReminderState::Canceled, None, now).await?;
-                }
+        new_leads.sort();
+        let created_leads = sql::leads::insert(txn, &new_leads, now).await?;
+        let lead_id = |lead: &Option<LeadRef>| -> Result<Option<i64>, DbErr> {
+            match lead {
+                None => Ok(None),
+                Some(LeadRef::Existing(id)) => Ok(Some(*id)),
+                Some(LeadRef::New(email)) => created_leads
+                    .get(email)
+                    .copied()
+                    .map(Some)
+                    .ok_or_else(|| DbErr::Custom(format!("lead {email} was not created"))),
+            }
+        };
+
+        let mut new_rows = Vec::new();
+        let mut rewritten = Vec::new();
+        for write in plan.meetings.values() {
+            let row = sql::meetings::Row {
+                id: write.stored_id,
+                lead_id: lead_id(&write.lead)?,
+                state: &write.state,
+                created_at: write.created_at,
+                updated_at: now,
+            };
+            if write.stored_id.is_some() {
+                rewritten.push(row);
+            } else {
+                new_rows.push(row);
             }
         }
-        Ok(scheduled)
-    }
-}
-
-async fn update_reminder(
-    txn: &DatabaseTransaction,
-    rows: &[meeting_reminder::Model],
-    id: i64,
-    state: ReminderState,
-    scheduled_time: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    let Some(row) = rows.iter().find(|row| row.id == id) else {
-        return Ok(());
-    };
-    let mut active: meeting_reminder::ActiveModel = row.clone().into();
-    active.state = Set(state.as_str().to_owned());
-    active.claimed_by = Set(None);
-    active.claim_token = Set(None);
-    active.claim_expires_at = Set(None);
-    if let Some(time) = scheduled_time {
-        active.scheduled_time = Set(time);
-    }
-    active.updated_at = Set(now);
-    active.update(txn).await?;
-    Ok(())
-}
-
-/// Sets the lead's status from its latest meeting; true when it changed.
-pub(crate) async fn refresh_lead_status(
-    txn: &DatabaseTransaction,
-    lead_id: i64,
-    now: DateTime<Utc>,
-) -> Result<bool, DbErr> {
-    // Locking the lead serialises concurrent events for different meetings of one lead, so the
-    // latest-meeting read below sees every committed change. `FOR NO KEY UPDATE`, because a
-    // concurrent transaction that wrote a meeting of this lead holds the lead's KEY SHARE lock
-    // (its foreign key) and may be waiting for this one's meeting insert: `FOR UPDATE` would
-    // wait for it in turn, a deadlock PostgreSQL breaks only after a second.
-    let lead_row = lead::Entity::find_by_id(lead_id);
-    let lead_row = match txn.get_database_backend() {
-        DbBackend::Postgres => lead_row.lock(sea_orm::sea_query::LockType::NoKeyUpdate),
-        _ => lead_row,
-    };
-    let Some(lead) = lead_row.one(txn).await? else {
-        return Ok(false);
-    };
-    let latest = meeting::Entity::find()
-        .filter(meeting::Column::LeadId.eq(lead_id))
-        .filter(meeting::Column::Status.ne(MeetingStatus::Rescheduled.as_str()))
-        .order_by_desc(meeting::Column::LastEventAt)
-        .order_by_desc(meeting::Column::CalendlyInviteeId)
-        .one(txn)
-        .await?;
-    let Some(status) = latest
-        .and_then(|m| MeetingStatus::parse(&m.status))
-        .and_then(lead_status_for)
-    else {
-        return Ok(false);
-    };
-    if lead.status == status {
-        return Ok(false);
-    }
-    let mut active: lead::ActiveModel = lead.into();
-    active.status = Set(status.to_owned());
-    active.updated_at = Set(now);
-    active.update(txn).await?;
-    Ok(true)
-}
-
-/// Every applied event of one invitee in the inbox, with its inbox key, as the rules take them.
-/// The stored protobuf is the event as received, so the history needs no JSON parser.
-async fn invitee_history(
-    txn: &DatabaseTransaction,
-    invitee_uri: &str,
-) -> Result<Vec<(InviteeEvent, String)>, DbErr> {
-    let rows: Vec<(String, Vec<u8>, DateTime<Utc>)> = webhook_event::Entity::find()
-        .select_only()
-        .column(webhook_event::Column::DedupeKey)
-        .column(webhook_event::Column::EventProto)
-        .column(webhook_event::Column::ReceivedAt)
-        .filter(webhook_event::Column::PayloadUri.eq(invitee_uri))
-        .filter(webhook_event::Column::Outcome.eq(outcome_name(Outcome::Processed)))
-        .into_tuple()
-        .all(txn)
-        .await?;
-    let mut history = Vec::with_capacity(rows.len());
-    for (key, proto, received_at) in rows {
-        let event = CalendlyEvent::decode(proto.as_slice())
-            .map_err(|e| DbErr::Custom(format!("stored event {key} does not decode: {e}")))?;
-        // An event stored as processed that no longer classifies as applicable (rules changed
-        // since) is left out rather than guessed at.
-        if let Disposition::Apply(event) = classify(&event, received_at) {
-            history.push((*event, key));
+        let mut meeting_ids = stored_meeting_ids;
+        meeting_ids.extend(sql::meetings::insert(txn, &new_rows).await?);
+        sql::meetings::rewrite(txn, &rewritten).await?;
+        let mut new_reminders = Vec::new();
+        let mut changed_reminders = Vec::new();
+        for write in plan.reminders {
+            let mut row = write.row;
+            if write.is_new {
+                row.meeting_id = *meeting_ids
+                    .get(&write.invitee_uri)
+                    .ok_or_else(|| DbErr::Custom(format!("no meeting id for {}", write.invitee_uri)))?;
+                new_reminders.push(row);
+            } else {
+                changed_reminders.push(row);
+            }
         }
+        sql::reminders::insert(txn, &new_reminders).await?;
+        sql::reminders::rewrite(txn, &changed_reminders).await?;
+        let statuses: Vec<_> = leads
+            .iter()
+            .filter_map(|lead| {
+                let status = plan.lead_statuses.get(&LeadRef::Existing(lead.id))?;
+                let mut lead = lead.clone();
+                lead.status = status.clone();
+                lead.updated_at = now;
+                Some(lead)
+            })
+            .collect();
+        sql::leads::set_statuses(txn, &statuses).await?;
+
+        plan.effects
+            .into_iter()
+            .map(|effect| {
+                let id = meeting_ids
+                    .get(&effect.invitee_uri)
+                    .copied()
+                    .ok_or_else(|| DbErr::Custom(format!("no meeting id for {}", effect.invitee_uri)))?;
+                Ok((effect, id))
+            })
+            .collect()
     }
-    Ok(history)
+}
+
+fn inbox_row<'a>(
+    request: &'a IngestRequest,
+    prepared: &'a Prepared,
+    now: DateTime<Utc>,
+) -> sql::inbox::NewRow<'a> {
+    sql::inbox::NewRow {
+        tracking_id: &request.tracking_id,
+        event_type: storable(&request.event.event_name),
+        dedupe_key: &prepared.key,
+        source: request.source.label(),
+        payload_uri: payload_uri_column(&request.event),
+        raw_body: &request.raw_body,
+        event_proto: request.event.encode_to_vec(),
+        received_at: now,
+        outcome: prepared.outcome,
+        error: errors_text(&prepared.errors).map(|e| storable(&e)),
+    }
+}
+
+/// The payload URI as the indexed column keeps it: an over-long one (never an invitee event that
+/// is applied, which the rules refuse) is left out rather than break the index.
+fn payload_uri_column(event: &CalendlyEvent) -> Option<String> {
+    payload_uri(event).filter(|uri| uri.len() <= MAX_INDEXED_TEXT_BYTES)
 }
 
 /// The outcome an event gets before anything is applied, and its reasons.
@@ -519,82 +511,6 @@ fn planned_outcome(disposition: &Disposition) -> (Outcome, Vec<String>) {
     }
 }
 
-/// `SELECT … FOR UPDATE` on PostgreSQL. SQLite has no row locks (and sea-query drops the clause);
-/// there the transaction's write lock, taken by the inbox insert, already serialises writers.
-pub(crate) fn lock_for_update<E: EntityTrait>(
-    select: sea_orm::Select<E>,
-    backend: DbBackend,
-) -> sea_orm::Select<E> {
-    match backend {
-        DbBackend::Postgres => select.lock_exclusive(),
-        _ => select,
-    }
-}
-
-fn ingested(
-    outcome: Outcome,
-    webhook_event_id: i64,
-    errors: Vec<String>,
-    applied: Option<Applied>,
-) -> Ingested {
-    Ingested {
-        outcome,
-        webhook_event_id,
-        processed: applied.is_some(),
-        lead_updated: applied.as_ref().is_some_and(|a| a.lead_updated),
-        errors,
-        meeting_id: applied.as_ref().map(|a| a.meeting_id),
-        reminders_scheduled: applied.map_or(0, |a| a.reminders_scheduled),
-    }
-}
-
 fn errors_text(errors: &[String]) -> Option<String> {
     (!errors.is_empty()).then(|| errors.join("; "))
-}
-
-pub(crate) fn state_of(row: &meeting::Model) -> MeetingState {
-    MeetingState {
-        invitee_uri: row.calendly_invitee_id.clone(),
-        scheduled_event_uri: row.calendly_event_id.clone(),
-        email: row.invitee_email.clone(),
-        name: row.invitee_name.clone(),
-        timezone: row.invitee_timezone.clone(),
-        meeting_name: row.meeting_name.clone(),
-        start_time: row.start_time,
-        end_time: row.end_time,
-        cancellation: row.canceled_at.map(|canceled_at| CancellationRecord {
-            reason: row.cancel_reason.clone(),
-            canceled_by: row.canceled_by.clone(),
-            canceler_type: row.canceler_type.clone(),
-            canceled_at,
-        }),
-        rescheduled: row.status == MeetingStatus::Rescheduled.as_str(),
-        rescheduled_to: row.rescheduled_to_invitee_id.clone(),
-        rescheduled_from: row.rescheduled_from_invitee_id.clone(),
-        no_show: row.no_show,
-        no_show_changed_at: row.no_show_changed_at,
-        last_event_at: row.last_event_at,
-    }
-}
-
-fn write_state(active: &mut meeting::ActiveModel, state: &MeetingState) {
-    active.calendly_invitee_id = Set(state.invitee_uri.clone());
-    active.calendly_event_id = Set(state.scheduled_event_uri.clone());
-    active.invitee_email = Set(state.email.clone());
-    active.invitee_name = Set(state.name.clone());
-    active.invitee_timezone = Set(state.timezone.clone());
-    active.meeting_name = Set(state.meeting_name.clone());
-    active.start_time = Set(state.start_time.map(db_time));
-    active.end_time = Set(state.end_time.map(db_time));
-    active.status = Set(state.status().as_str().to_owned());
-    let cancellation = state.cancellation.as_ref();
-    active.cancel_reason = Set(cancellation.and_then(|c| c.reason.clone()));
-    active.canceled_by = Set(cancellation.and_then(|c| c.canceled_by.clone()));
-    active.canceler_type = Set(cancellation.and_then(|c| c.canceler_type.clone()));
-    active.canceled_at = Set(cancellation.map(|c| db_time(c.canceled_at)));
-    active.rescheduled_from_invitee_id = Set(state.rescheduled_from.clone());
-    active.rescheduled_to_invitee_id = Set(state.rescheduled_to.clone());
-    active.no_show = Set(state.no_show);
-    active.no_show_changed_at = Set(state.no_show_changed_at.map(db_time));
-    active.last_event_at = Set(db_time(state.last_event_at));
 }

@@ -2,16 +2,17 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
-    sea_query::{Expr, ExprTrait, Func},
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, ExprTrait, Func, LockType},
 };
 
-use super::{
-    Store,
-    ingest::{db_time, lock_for_update, refresh_lead_status},
-};
+use super::{Store, db_time, lock_for_update};
 use crate::{
-    domain::lead::{NEW_LEAD_STATUS, normalize_email},
+    domain::{
+        lead::{NEW_LEAD_STATUS, lead_status_for, normalize_email},
+        meeting::MeetingStatus,
+    },
     entity::{lead, meeting},
     error::ServiceError,
 };
@@ -162,4 +163,44 @@ impl Store {
         txn.commit().await?;
         Ok(lead)
     }
+}
+
+/// Sets the lead's status from its latest meeting; true when it changed. (Ingest batches do the
+/// same in memory, `super::plan`.)
+async fn refresh_lead_status(
+    txn: &DatabaseTransaction,
+    lead_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    // Locked like an ingest batch locks it (`super::sql::leads::lock`), so the latest-meeting read
+    // below sees every committed change.
+    let lead_row = lead::Entity::find_by_id(lead_id);
+    let lead_row = match txn.get_database_backend() {
+        DbBackend::Postgres => lead_row.lock(LockType::NoKeyUpdate),
+        _ => lead_row,
+    };
+    let Some(lead) = lead_row.one(txn).await? else {
+        return Ok(false);
+    };
+    let latest = meeting::Entity::find()
+        .filter(meeting::Column::LeadId.eq(lead_id))
+        .filter(meeting::Column::Status.ne(MeetingStatus::Rescheduled.as_str()))
+        .order_by_desc(meeting::Column::LastEventAt)
+        .order_by_desc(meeting::Column::CalendlyInviteeId)
+        .one(txn)
+        .await?;
+    let Some(status) = latest
+        .and_then(|m| MeetingStatus::parse(&m.status))
+        .and_then(lead_status_for)
+    else {
+        return Ok(false);
+    };
+    if lead.status == status {
+        return Ok(false);
+    }
+    let mut active: lead::ActiveModel = lead.into();
+    active.status = Set(status.to_owned());
+    active.updated_at = Set(now);
+    active.update(txn).await?;
+    Ok(true)
 }

@@ -1,28 +1,43 @@
 //! Persistence: connecting (migrations applied), the ingest transaction, and reads.
 //!
-//! Every effect of one event happens in one transaction that starts by inserting the inbox row.
-//! Its unique `dedupe_key` is what makes a repeated delivery a no-op: the insert fails, the
-//! transaction rolls back, and the caller is told "duplicate". No read-then-write check is
-//! involved, so identical deliveries at the same instant are safe too. Transient database errors
-//! retry the whole transaction (see [`retry`]).
+//! Every effect of an event happens in the transaction that inserts its inbox row. The row's
+//! unique `dedupe_key` is what makes a repeated delivery a no-op: the insert finds the key taken
+//! and the caller is told "duplicate". No read-then-write check is involved, so identical
+//! deliveries at the same instant are safe too. Concurrent deliveries share one transaction
+//! ([`batch`] collects them, [`ingest`] stores them, [`plan`] decides what to write, [`sql`] holds
+//! the multi-row statements). Transient database errors retry the whole transaction ([`retry`]).
+//!
+//! Layout: `batch` (the queue and its writers), `ingest` (the batch transaction, replay), `plan`
+//! (pure), `sql` (statements per table), `leads` (`UpsertLead`, lead status), `reminders`
+//! (claims), `reads`, `prune`, `retry`.
 
-mod ingest;
+pub mod batch;
+pub mod ingest;
 pub mod leads;
+pub mod plan;
 pub mod prune;
 pub mod reads;
 pub mod reminders;
 pub mod retry;
+pub mod sql;
 
 use std::{path::Path, time::Duration};
 
 use anyhow::Context;
+use chrono::{DateTime, SubsecRound, Utc};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, EntityTrait, QuerySelect};
 
 pub use ingest::{IngestRequest, Ingested};
 pub use reads::{InboxPage, MeetingView};
 
-use crate::domain::reminders::ReminderOffset;
+use crate::{
+    domain::{
+        meeting::{CancellationRecord, MeetingState, MeetingStatus},
+        reminders::ReminderOffset,
+    },
+    entity::meeting,
+};
 use retry::RetryPolicy;
 
 /// Rules the store applies that operators may change.
@@ -56,6 +71,50 @@ impl Store {
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
+    }
+}
+
+/// Times are stored with microsecond precision, the finest PostgreSQL keeps, so that a value
+/// read back compares equal to the one written on both backends.
+pub fn db_time(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
+}
+
+/// `SELECT … FOR UPDATE` on PostgreSQL. SQLite has no row locks (and sea-query drops the clause);
+/// there the transaction's write lock, taken by its first write, already serialises writers.
+pub(crate) fn lock_for_update<E: EntityTrait>(
+    select: sea_orm::Select<E>,
+    backend: DbBackend,
+) -> sea_orm::Select<E> {
+    match backend {
+        DbBackend::Postgres => select.lock_exclusive(),
+        _ => select,
+    }
+}
+
+/// The part of a meeting row that events decide.
+pub(crate) fn state_of(row: &meeting::Model) -> MeetingState {
+    MeetingState {
+        invitee_uri: row.calendly_invitee_id.clone(),
+        scheduled_event_uri: row.calendly_event_id.clone(),
+        email: row.invitee_email.clone(),
+        name: row.invitee_name.clone(),
+        timezone: row.invitee_timezone.clone(),
+        meeting_name: row.meeting_name.clone(),
+        start_time: row.start_time,
+        end_time: row.end_time,
+        cancellation: row.canceled_at.map(|canceled_at| CancellationRecord {
+            reason: row.cancel_reason.clone(),
+            canceled_by: row.canceled_by.clone(),
+            canceler_type: row.canceler_type.clone(),
+            canceled_at,
+        }),
+        rescheduled: row.status == MeetingStatus::Rescheduled.as_str(),
+        rescheduled_to: row.rescheduled_to_invitee_id.clone(),
+        rescheduled_from: row.rescheduled_from_invitee_id.clone(),
+        no_show: row.no_show,
+        no_show_changed_at: row.no_show_changed_at,
+        last_event_at: row.last_event_at,
     }
 }
 

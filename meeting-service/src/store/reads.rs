@@ -7,10 +7,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, Func},
 };
 
-use super::{
-    Store,
-    ingest::{outcome_name, parse_outcome},
-};
+use super::Store;
 use crate::{
     domain::meeting::MeetingStatus,
     entity::{meeting, meeting_reminder, webhook_event},
@@ -150,7 +147,7 @@ impl Store {
     ) -> Result<InboxPage, ServiceError> {
         let mut query = webhook_event::Entity::find();
         if let Some(outcome) = outcome {
-            query = query.filter(webhook_event::Column::Outcome.eq(outcome_name(outcome)));
+            query = query.filter(webhook_event::Column::Outcome.eq(outcome.label()));
         }
         if let Some(before) = before_id {
             query = query.filter(webhook_event::Column::Id.lt(before));
@@ -172,5 +169,5 @@ impl Store {
 }
 
 pub(crate) fn outcome_of(row: &webhook_event::Model) -> Outcome {
-    parse_outcome(&row.outcome)
+    Outcome::from_label(&row.outcome)
 }

@@ -15,7 +15,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query},
 };
 
-use super::{Store, ingest::db_time};
+use super::{Store, db_time};
 use crate::{
     domain::{meeting::MeetingStatus, reminders::ReminderState},
     entity::{meeting, meeting_reminder},

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use rand::Rng;
 use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
+use tracing::Instrument;
+
+use super::Store;
+use crate::error::ServiceError;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -36,6 +40,39 @@ impl RetryPolicy {
             .min(self.max_delay);
         let millis = u64::try_from(exponential.as_millis()).unwrap_or(u64::MAX).max(1);
         Duration::from_millis(rand::rng().random_range(0..=millis))
+    }
+}
+
+impl Store {
+    /// Runs `attempt` (one whole transaction) until it succeeds, retrying transient failures with
+    /// backoff up to the policy's number of tries.
+    pub(crate) async fn with_retries<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut attempt: F,
+    ) -> Result<T, ServiceError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, DbErr>>,
+    {
+        let policy = self.settings.retry;
+        let mut tries = 1;
+        loop {
+            match attempt().instrument(tracing::Span::current()).await {
+                Ok(value) => return Ok(value),
+                Err(error) if is_transient(&error) && tries < policy.max_attempts => {
+                    let delay = policy.delay_after(tries);
+                    tracing::warn!(operation, attempt = tries, ?delay, error = %error, "transient database error; retrying");
+                    metrics::counter!("calendly_db_retries_total", "operation" => operation).increment(1);
+                    tokio::time::sleep(delay).await;
+                    tries += 1;
+                }
+                Err(error) => {
+                    tracing::error!(operation, attempts = tries, error = %error, "database transaction failed; rolled back");
+                    return Err(ServiceError::from_db(error));
+                }
+            }
+        }
     }
 }
 

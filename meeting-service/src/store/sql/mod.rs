@@ -1,0 +1,48 @@
+//! The ingest batch's statements, one module per table. Each is one statement for the whole
+//! batch (multi-row inserts, upserts that rewrite rows by id, reads by a list of keys), built with
+//! sea-query so the SQLite and PostgreSQL forms come from one definition; where the builder has no
+//! form for a statement, both dialects are written side by side.
+//!
+//! Rows are locked and written in one fixed key order (inbox by dedupe key, meetings by invitee
+//! URI, reminders and leads by id), so two batches, on one replica or several, wait for each other
+//! in one order and never in a cycle.
+
+pub mod inbox;
+pub mod leads;
+pub mod meetings;
+pub mod reminders;
+
+use sea_orm::{DbBackend, DbErr, sea_query::InsertStatement};
+
+/// Adds one row to a multi-row insert.
+fn add_row<const N: usize>(
+    insert: &mut InsertStatement,
+    values: [sea_orm::sea_query::SimpleExpr; N],
+) -> Result<(), DbErr> {
+    insert
+        .values(values)
+        .map(|_| ())
+        .map_err(|e| DbErr::Custom(format!("building a multi-row insert: {e}")))
+}
+
+/// `n` placeholders from number `first` on, in the backend's syntax.
+fn placeholders(backend: DbBackend, first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| match backend {
+            DbBackend::Postgres => format!("${i}"),
+            _ => "?".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        assert_eq!(placeholders(DbBackend::Postgres, 3, 2), "$3, $4");
+        assert_eq!(placeholders(DbBackend::Sqlite, 3, 2), "?, ?");
+    }
+}
