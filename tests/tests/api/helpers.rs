@@ -7,6 +7,7 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 use proto::v1::meeting_service_client::MeetingServiceClient;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use service_kit::settings::map_lookup;
+pub use tests::fixture_time::{future_seconds, in_the_future};
 pub use tests::test_database::{Backend, TestDatabase};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -416,10 +417,13 @@ impl Drop for FaultProxy {
     }
 }
 
-/// A fixture's bytes, exactly as stored (signatures cover them byte for byte).
+/// A fixture's bytes with its timestamps moved into the future by [`in_the_future`], so that its
+/// meetings still lie ahead, whatever the date, and get their reminders. Everything else is byte
+/// for byte as stored; signatures are made over what is sent.
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/fixtures/calendly/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    in_the_future(&String::from_utf8(stored).expect("fixtures are UTF-8")).into_bytes()
 }
 
 /// The one-on-one fixture as a different invitee, so each body is a new booking.
