@@ -353,19 +353,40 @@ async fn a_failed_event_is_listed_and_applies_on_replay_after_a_fix(backend: Bac
     app.stop().await;
 }
 
-async fn text_the_database_cannot_store_is_kept_as_failed_not_a_server_error(backend: Backend) {
+async fn text_the_database_cannot_store_gets_its_outcome_not_a_server_error(backend: Backend) {
     let app = spawn_app(backend).await;
     let long_uri = format!("https://api.calendly.com/invitees/{}", "x".repeat(3_000));
-    let bodies = [
-        r#"{"eventData":{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{"event":{"uri":"e","start_time":"2030-06-01T10:00:00Z","end_time":"2030-06-01T11:00:00Z"},"invitee":{"uri":"https://api.calendly.com/invitees/nul","email":"a\u0000b@example.com","name":"N\u0000"}}}}"#.to_owned(),
-        format!(r#"{{"eventData":{{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{{"invitee":{{"uri":"{long_uri}","email":"a@example.com"}}}}}}}}"#),
-        r#"{"eventData":{"event":"odd\u0000name","payload":{}}}"#.to_owned(),
+    // classify() fails an invitee event whose text cannot be stored, and ignores any event name
+    // it does not apply, whatever that name contains.
+    let cases = [
+        (
+            r#"{"eventData":{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{"event":{"uri":"e","start_time":"2030-06-01T10:00:00Z","end_time":"2030-06-01T11:00:00Z"},"invitee":{"uri":"https://api.calendly.com/invitees/nul","email":"a\u0000b@example.com","name":"N\u0000"}}}}"#.to_owned(),
+            "failed",
+            "contains a NUL character",
+        ),
+        (
+            format!(r#"{{"eventData":{{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{{"invitee":{{"uri":"{long_uri}","email":"a@example.com"}}}}}}}}"#),
+            "failed",
+            "payload.uri is longer than 1024 bytes",
+        ),
+        (
+            r#"{"eventData":{"event":"odd\u0000name","payload":{}}}"#.to_owned(),
+            "ignored",
+            "is not applied to meetings",
+        ),
     ];
-    for body in bodies {
+    for (body, outcome, reason) in cases {
         let response = app.post_test_endpoint(body.as_bytes()).await;
         assert_eq!(response.status(), 200, "{body:.80}");
-        let outcome = json(response).await["result"]["outcome"].clone();
-        assert!(outcome == "failed" || outcome == "ignored", "{outcome}");
+        let answer = json(response).await;
+        assert_eq!(answer["result"]["outcome"], outcome, "{body:.80}: {answer}");
+        let errors = answer["result"]["errors"].as_array().expect("errors");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.contains(reason))),
+            "{body:.80}: {errors:?}"
+        );
     }
     assert_eq!(app.count("meetings").await, 0);
     assert_eq!(app.count("webhook_events").await, 3);
@@ -462,5 +483,5 @@ crate::on_both_backends!(
     a_failed_event_is_listed_and_applies_on_replay_after_a_fix,
     unknown_invitees_create_leads_only_when_configured,
     reminder_offsets_come_from_the_settings,
-    text_the_database_cannot_store_is_kept_as_failed_not_a_server_error,
+    text_the_database_cannot_store_gets_its_outcome_not_a_server_error,
 );
