@@ -410,6 +410,62 @@ async fn every_bad_request_gets_its_status_and_code_and_stores_nothing(backend: 
     app.stop().await;
 }
 
+async fn without_a_signing_key_the_webhook_answers_500_and_the_test_endpoint_still_works(backend: Backend) {
+    // Blank counts as unset, so this overrides the test key.
+    let app = spawn_app_with(backend, &[("CALENDLY_WEBHOOK_SECRET", "")]).await;
+    let body = fixture("invitee-created-one-on-one.json");
+    let signed = app
+        .post_webhook(
+            &body,
+            Some(sign(
+                SIGNING_KEY.as_bytes(),
+                chrono::Utc::now().timestamp(),
+                &body,
+            )),
+        )
+        .await;
+    assert_error_answer(signed, 500, "WEBHOOK_SECRET_NOT_CONFIGURED", "signed delivery").await;
+    let unsigned = app.post_webhook(&body, None).await;
+    assert_error_answer(
+        unsigned,
+        500,
+        "WEBHOOK_SECRET_NOT_CONFIGURED",
+        "unsigned delivery",
+    )
+    .await;
+    assert_eq!(app.total_rows().await, 0);
+
+    let test = app.post_test_endpoint(&fixture("seed-test-format.json")).await;
+    assert_eq!(test.status(), 200, "the unsigned test endpoint works either way");
+    assert_eq!(app.count("webhook_events").await, 1);
+    app.stop().await;
+}
+
+async fn the_test_endpoint_is_404_when_disabled_and_in_production_unless_enabled(backend: Backend) {
+    for (settings, enabled) in [
+        (&[("ENABLE_TEST_ENDPOINT", "false")][..], false),
+        (&[("APP_ENV", "production")][..], false),
+        (&[("NODE_ENV", "production")][..], false),
+        (
+            &[("APP_ENV", "production"), ("ENABLE_TEST_ENDPOINT", "true")][..],
+            true,
+        ),
+        (&[("ENABLE_TEST_ENDPOINT", "true")][..], true),
+    ] {
+        let app = spawn_app_with(backend, settings).await;
+        let response = app.post_test_endpoint(&fixture("seed-test-format.json")).await;
+        if enabled {
+            assert_eq!(response.status(), 200, "{settings:?}");
+            assert_eq!(app.count("webhook_events").await, 1, "{settings:?}");
+        } else {
+            let name = format!("{settings:?}");
+            assert_error_answer(response, 404, "TEST_ENDPOINT_DISABLED", &name).await;
+            assert_eq!(app.total_rows().await, 0, "{settings:?}");
+        }
+        app.stop().await;
+    }
+}
+
 async fn a_body_of_exactly_one_mib_is_accepted(backend: Backend) {
     let app = spawn_app_with(backend, &[]).await;
     let fixture = String::from_utf8(fixture("invitee-created-one-on-one.json")).expect("UTF-8");
@@ -469,6 +525,8 @@ async fn test_endpoint_answers_carry_the_rate_limit_headers(backend: Backend) {
 
 crate::on_both_backends!(
     every_bad_request_gets_its_status_and_code_and_stores_nothing,
+    without_a_signing_key_the_webhook_answers_500_and_the_test_endpoint_still_works,
+    the_test_endpoint_is_404_when_disabled_and_in_production_unless_enabled,
     a_body_of_exactly_one_mib_is_accepted,
     a_verified_delivery_that_cannot_be_translated_is_kept_as_failed,
     test_endpoint_answers_carry_the_rate_limit_headers,
