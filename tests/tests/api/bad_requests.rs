@@ -4,7 +4,7 @@
 use adapter::signature::{compute_mac, sign};
 use reqwest::Method;
 
-use crate::helpers::{Backend, SIGNING_KEY, TestApp, fixture, json, spawn_app_with};
+use crate::helpers::{Backend, SIGNING_KEY, TestApp, booking, fixture, json, spawn_app_with};
 
 const ONE_MIB: usize = 1024 * 1024;
 
@@ -466,6 +466,59 @@ async fn the_test_endpoint_is_404_when_disabled_and_in_production_unless_enabled
     }
 }
 
+async fn json_content_types_in_any_case_and_with_parameters_are_accepted_on_both_routes(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TEST_RATE_LIMIT", "1000")]).await;
+    let content_types = [
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "APPLICATION/JSON",
+        "application/json;charset=UTF-8",
+        "application/Json ; charset=\"utf-8\"",
+    ];
+    for (n, content_type) in content_types.into_iter().enumerate() {
+        let body = booking(n);
+        let now = chrono::Utc::now().timestamp();
+        let webhook = app
+            .http
+            .post(app.url(WEBHOOK))
+            .header("content-type", content_type)
+            .header(
+                "calendly-webhook-signature",
+                sign(SIGNING_KEY.as_bytes(), now, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("HTTP request");
+        assert_eq!(webhook.status(), 200, "webhook, {content_type}");
+        assert_eq!(
+            json(webhook).await["result"]["outcome"],
+            "processed",
+            "{content_type}"
+        );
+
+        let seed = format!(
+            r#"{{"eventData":{{"event":"invitee.created","payload":{{"invitee":{{"uri":"https://api.calendly.com/invitees/ct-{n}","email":"ct{n}@example.com"}}}}}}}}"#
+        );
+        let test = app
+            .http
+            .post(app.url(TEST))
+            .header("content-type", content_type)
+            .body(seed)
+            .send()
+            .await
+            .expect("HTTP request");
+        assert_eq!(test.status(), 200, "test endpoint, {content_type}");
+        assert_eq!(
+            json(test).await["result"]["outcome"],
+            "processed",
+            "{content_type}"
+        );
+    }
+    assert_eq!(app.count("meetings").await, 2 * content_types.len() as i64);
+    app.stop().await;
+}
+
 async fn a_body_of_exactly_one_mib_is_accepted(backend: Backend) {
     let app = spawn_app_with(backend, &[]).await;
     let fixture = String::from_utf8(fixture("invitee-created-one-on-one.json")).expect("UTF-8");
@@ -527,6 +580,7 @@ crate::on_both_backends!(
     every_bad_request_gets_its_status_and_code_and_stores_nothing,
     without_a_signing_key_the_webhook_answers_500_and_the_test_endpoint_still_works,
     the_test_endpoint_is_404_when_disabled_and_in_production_unless_enabled,
+    json_content_types_in_any_case_and_with_parameters_are_accepted_on_both_routes,
     a_body_of_exactly_one_mib_is_accepted,
     a_verified_delivery_that_cannot_be_translated_is_kept_as_failed,
     test_endpoint_answers_carry_the_rate_limit_headers,
