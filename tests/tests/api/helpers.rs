@@ -123,7 +123,8 @@ pub async fn spawn_app_routed(
         )),
     ];
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
+        // A backstop against a hang, far beyond any answer's time.
+        .timeout(Duration::from_secs(120))
         .build()
         .expect("HTTP client");
     let app = TestApp {
@@ -145,7 +146,7 @@ impl TestApp {
     }
 
     async fn wait_until_serving(&self) {
-        for _ in 0..200 {
+        for _ in 0..1_200 {
             if let Ok(response) = self.http.get(self.url("/webhook/calendly/health")).send().await
                 && response.status() == 200
             {
@@ -153,7 +154,7 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the stack did not become healthy within 10 s");
+        panic!("the stack did not become healthy within a minute");
     }
 
     /// POSTs `body` to the real endpoint, signed now with the test key.

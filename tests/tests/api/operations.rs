@@ -115,7 +115,7 @@ async fn health_status(channel: &tonic::transport::Channel, service: &str) -> Op
 }
 
 async fn wait_for(channel: &tonic::transport::Channel, wanted: ServingStatus) {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if health_status(channel, proto::MEETING_SERVICE_NAME).await == Some(wanted)
             && health_status(channel, "").await == Some(wanted)
         {
@@ -123,7 +123,7 @@ async fn wait_for(channel: &tonic::transport::Channel, wanted: ServingStatus) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("health did not become {wanted:?} within 10 s");
+    panic!("health did not become {wanted:?} within a minute");
 }
 
 /// Needs a network database, so PostgreSQL only: the meeting service reaches it through a proxy
