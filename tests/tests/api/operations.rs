@@ -52,7 +52,8 @@ async fn one_tracking_id_follows_a_delivery_through_both_services_logs(backend: 
 
     // A rejection is logged with its tracking id too.
     let forged_id = format!("forged-{}", uuid::Uuid::new_v4().simple());
-    app.http
+    let forged = app
+        .http
         .post(app.url("/webhook/calendly"))
         .header("content-type", "application/json")
         .header("x-request-id", &forged_id)
@@ -61,6 +62,12 @@ async fn one_tracking_id_follows_a_delivery_through_both_services_logs(backend: 
         .send()
         .await
         .expect("request");
+    // A v1 that is not 64 hex digits is refused before any MAC is computed.
+    assert_eq!(forged.status(), 401);
+    assert_eq!(forged.headers()["x-tracking-id"], forged_id.as_str());
+    let forged = json(forged).await;
+    assert_eq!(forged["code"], "MALFORMED_SIGNATURE");
+    assert_eq!(forged["trackingId"], forged_id.as_str());
     let rejected = log_lines_containing(&forged_id);
     assert!(
         rejected
