@@ -77,6 +77,52 @@ async fn one_tracking_id_follows_a_delivery_through_both_services_logs(backend: 
     app.stop().await;
 }
 
+async fn a_sane_request_id_is_kept_and_any_other_is_replaced_by_a_new_uuid(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let longest = "a".repeat(128);
+    let too_long = "a".repeat(129);
+    let cases: [(&[u8], Option<&str>); 11] = [
+        (b"trace-0123", Some("trace-0123")),
+        (b"A.b_c-d:9", Some("A.b_c-d:9")),
+        (longest.as_bytes(), Some(&longest)),
+        (too_long.as_bytes(), None),
+        (b"", None),
+        (b"has space", None),
+        (b"semi;colon", None),
+        (b"slash/x", None),
+        (b"quote\"d", None),
+        (b"tab\tinside", None),
+        ("caf\u{e9}".as_bytes(), None),
+    ];
+    let mut replacements = std::collections::HashSet::new();
+    for (sent, kept) in cases {
+        let value = reqwest::header::HeaderValue::from_bytes(sent).expect("a header value");
+        let response = app
+            .http
+            .get(app.url("/webhook/calendly/health"))
+            .header("x-request-id", value)
+            .send()
+            .await
+            .expect("request");
+        let shown = String::from_utf8_lossy(sent).into_owned();
+        let header = response.headers()["x-tracking-id"]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        assert_eq!(json(response).await["trackingId"], header.as_str(), "{shown:?}");
+        match kept {
+            Some(kept) => assert_eq!(header, kept, "{shown:?} is kept"),
+            None => {
+                let id = uuid::Uuid::parse_str(&header)
+                    .unwrap_or_else(|_| panic!("{shown:?} is replaced by a UUID, got {header:?}"));
+                assert_eq!(id.get_version(), Some(uuid::Version::Random), "{shown:?}");
+                assert!(replacements.insert(header), "{shown:?}: each replacement is new");
+            }
+        }
+    }
+    app.stop().await;
+}
+
 async fn reflection_lists_the_services_for_grpcurl_style_tools(backend: Backend) {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -109,6 +155,7 @@ async fn reflection_lists_the_services_for_grpcurl_style_tools(backend: Backend)
 
 crate::on_both_backends!(
     one_tracking_id_follows_a_delivery_through_both_services_logs,
+    a_sane_request_id_is_kept_and_any_other_is_replaced_by_a_new_uuid,
     reflection_lists_the_services_for_grpcurl_style_tools;
     postgres_only: health_and_answers_follow_the_database_down_and_back,
 );
