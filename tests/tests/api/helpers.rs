@@ -79,6 +79,20 @@ pub async fn spawn_app_routed(
     overrides: &[(&str, &str)],
     route: &dyn Fn(&str) -> String,
 ) -> TestApp {
+    let app = start_app(backend, overrides, route).await;
+    app.wait_until_serving().await;
+    app
+}
+
+/// Like [`spawn_app_with`], but does not wait for the stack to report healthy: for settings under
+/// which it never does (for example a `MEETING_SERVICE_URL` where nothing listens).
+pub async fn spawn_app_unhealthy(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    let app = start_app(backend, overrides, &|url| url.to_owned()).await;
+    app.wait_until_the_meeting_service_serves().await;
+    app
+}
+
+async fn start_app(backend: Backend, overrides: &[(&str, &str)], route: &dyn Fn(&str) -> String) -> TestApp {
     init_log_capture();
     let database = TestDatabase::create(backend).await;
     let stop = CancellationToken::new();
@@ -127,7 +141,7 @@ pub async fn spawn_app_routed(
         .timeout(Duration::from_secs(120))
         .build()
         .expect("HTTP client");
-    let app = TestApp {
+    TestApp {
         http_addr,
         grpc_addr,
         db: Database::connect(&database.url).await.expect("test connection"),
@@ -135,9 +149,7 @@ pub async fn spawn_app_routed(
         stop,
         tasks,
         _database: database,
-    };
-    app.wait_until_serving().await;
-    app
+    }
 }
 
 impl TestApp {
@@ -155,6 +167,29 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the stack did not become healthy within a minute");
+    }
+
+    /// Waits for the meeting service's own gRPC health, which it reports once its migrations are
+    /// applied.
+    async fn wait_until_the_meeting_service_serves(&self) {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("gRPC URL")
+            .connect_lazy();
+        for _ in 0..1_200 {
+            let request = HealthCheckRequest {
+                service: proto::MEETING_SERVICE_NAME.into(),
+            };
+            if let Ok(answer) = HealthClient::new(channel.clone()).check(request).await
+                && answer.into_inner().status() == ServingStatus::Serving
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the meeting service did not start serving within a minute");
     }
 
     /// POSTs `body` to the real endpoint, signed now with the test key.
@@ -262,6 +297,18 @@ impl TestApp {
 
     pub async fn execute(&self, sql: &str) {
         self.db.execute_unprepared(sql).await.expect("statement");
+    }
+
+    /// GET /webhook/calendly/health: the status and the JSON body.
+    pub async fn health(&self) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(self.url("/webhook/calendly/health"))
+            .send()
+            .await
+            .expect("health request");
+        let status = response.status().as_u16();
+        (status, json(response).await)
     }
 
     /// Stops both services and waits for them to exit cleanly.

@@ -7,7 +7,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, FaultProxy, fixture, json, log_lines_containing, spawn_app, spawn_app_routed};
+use crate::helpers::{
+    Backend, FaultProxy, fixture, json, log_lines_containing, spawn_app, spawn_app_routed,
+    spawn_app_unhealthy,
+};
 
 async fn one_tracking_id_follows_a_delivery_through_both_services_logs(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -123,6 +126,37 @@ async fn a_sane_request_id_is_kept_and_any_other_is_replaced_by_a_new_uuid(backe
     app.stop().await;
 }
 
+async fn health_is_degraded_and_says_unreachable_while_nothing_listens_at_the_meeting_service_url(
+    backend: Backend,
+) {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+    let url = format!("http://{closed}");
+    let app = spawn_app_unhealthy(backend, &[("MEETING_SERVICE_URL", &url)]).await;
+    let (status, body) = app.health().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["service"], "calendly-webhook-adapter");
+    assert_eq!(
+        body["meetingService"]["status"], "UNREACHABLE (Unavailable)",
+        "a refused connection is gRPC UNAVAILABLE: {body}"
+    );
+    assert_eq!(body["meetingService"]["url"], url.as_str());
+    assert!(
+        body["trackingId"].is_string() && body["timestamp"].is_string(),
+        "{body}"
+    );
+
+    // Nothing can be stored, so a delivery is a 503 that Calendly retries.
+    let delivery = app.post_signed(&fixture("invitee-created-one-on-one.json")).await;
+    assert_eq!(delivery.status(), 503);
+    assert_eq!(json(delivery).await["code"], "MEETING_SERVICE_UNAVAILABLE");
+    assert_eq!(app.total_rows().await, 0);
+    app.stop().await;
+}
+
 async fn reflection_lists_the_services_for_grpcurl_style_tools(backend: Backend) {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -156,6 +190,7 @@ async fn reflection_lists_the_services_for_grpcurl_style_tools(backend: Backend)
 crate::on_both_backends!(
     one_tracking_id_follows_a_delivery_through_both_services_logs,
     a_sane_request_id_is_kept_and_any_other_is_replaced_by_a_new_uuid,
+    health_is_degraded_and_says_unreachable_while_nothing_listens_at_the_meeting_service_url,
     reflection_lists_the_services_for_grpcurl_style_tools;
     postgres_only: health_and_answers_follow_the_database_down_and_back,
 );
@@ -206,13 +241,10 @@ async fn health_and_answers_follow_the_database_down_and_back(backend: Backend) 
     let during = app.post_signed(&fixture("invitee-created-one-on-one.json")).await;
     assert_eq!(during.status(), 503, "never 2xx while nothing can be stored");
     assert_eq!(json(during).await["code"], "MEETING_SERVICE_UNAVAILABLE");
-    let adapter_health = app
-        .http
-        .get(app.url("/webhook/calendly/health"))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(adapter_health.status(), 503);
+    let (status, body) = app.health().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["meetingService"]["status"], "NOT_SERVING", "{body}");
     assert_eq!(app.total_rows().await, 0);
 
     proxy.restore();
