@@ -49,6 +49,7 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     pub http: reqwest::Client,
     stop: CancellationToken,
+    stop_meeting_service: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _database: TestDatabase,
 }
@@ -124,11 +125,12 @@ async fn start_app(backend: Backend, overrides: &[(&str, &str)], route: &dyn Fn(
     );
     let adapter_config = adapter::Config::from_lookup(&lookup(adapter_settings)).expect("adapter settings");
 
+    let stop_meeting_service = stop.child_token();
     let tasks = vec![
         tokio::spawn(meeting_service::run(
             meeting_config,
             grpc_listener,
-            stop.clone().cancelled_owned(),
+            stop_meeting_service.clone().cancelled_owned(),
         )),
         tokio::spawn(adapter::run(
             adapter_config,
@@ -147,6 +149,7 @@ async fn start_app(backend: Backend, overrides: &[(&str, &str)], route: &dyn Fn(
         db: Database::connect(&database.url).await.expect("test connection"),
         http,
         stop,
+        stop_meeting_service,
         tasks,
         _database: database,
     }
@@ -297,6 +300,11 @@ impl TestApp {
 
     pub async fn execute(&self, sql: &str) {
         self.db.execute_unprepared(sql).await.expect("statement");
+    }
+
+    /// Starts the meeting service's shutdown (as SIGTERM would), leaving the adapter running.
+    pub fn begin_meeting_service_shutdown(&self) {
+        self.stop_meeting_service.cancel();
     }
 
     /// GET /webhook/calendly/health: the status and the JSON body.

@@ -8,8 +8,8 @@ use tonic_health::pb::{
 };
 
 use crate::helpers::{
-    Backend, FaultProxy, fixture, json, log_lines_containing, spawn_app, spawn_app_routed,
-    spawn_app_unhealthy,
+    Backend, FaultProxy, SIGNING_KEY, fixture, json, log_lines_containing, spawn_app, spawn_app_routed,
+    spawn_app_unhealthy, spawn_app_with,
 };
 
 async fn one_tracking_id_follows_a_delivery_through_both_services_logs(backend: Backend) {
@@ -193,6 +193,7 @@ crate::on_both_backends!(
     health_is_degraded_and_says_unreachable_while_nothing_listens_at_the_meeting_service_url,
     reflection_lists_the_services_for_grpcurl_style_tools;
     postgres_only: health_and_answers_follow_the_database_down_and_back,
+    health_says_not_serving_while_the_meeting_service_drains_in_flight_calls,
 );
 
 async fn health_status(channel: &tonic::transport::Channel, service: &str) -> Option<ServingStatus> {
@@ -257,4 +258,116 @@ async fn health_and_answers_follow_the_database_down_and_back(backend: Backend) 
     );
     assert_eq!(app.count("meetings").await, 1);
     app.stop().await;
+}
+
+/// PostgreSQL only: a table lock held by the test keeps one ingest in flight for as long as the
+/// test needs, with no timing involved.
+async fn health_says_not_serving_while_the_meeting_service_drains_in_flight_calls(backend: Backend) {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("MEETING_SERVICE_TIMEOUT_MS", "600000"),
+            ("SHUTDOWN_GRACE_SECS", "600"),
+        ],
+    )
+    .await;
+    let lock = app.db.begin().await.expect("a transaction");
+    lock.execute_unprepared("LOCK TABLE webhook_events IN EXCLUSIVE MODE")
+        .await
+        .expect("lock the inbox");
+
+    let in_flight = {
+        let body = fixture("invitee-created-one-on-one.json");
+        let signature =
+            adapter::signature::sign(SIGNING_KEY.as_bytes(), chrono::Utc::now().timestamp(), &body);
+        let request = app
+            .http
+            .post(app.url("/webhook/calendly"))
+            .header("content-type", "application/json")
+            .header("calendly-webhook-signature", signature)
+            .body(body);
+        tokio::spawn(async move { request.send().await.expect("the delivery is answered").status() })
+    };
+    // The ingest has reached the database once its insert waits for the lock.
+    wait_until(
+        || async {
+            app.scalar(
+                "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND relation = 'webhook_events'::regclass",
+            )
+            .await
+                > 0
+        },
+        "the delivery's insert waits for the lock",
+    )
+    .await;
+
+    app.begin_meeting_service_shutdown();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
+        .expect("URL")
+        .connect_lazy();
+    wait_until(
+        || async {
+            health_status(&channel, proto::MEETING_SERVICE_NAME).await != Some(ServingStatus::Serving)
+        },
+        "the meeting service leaves SERVING",
+    )
+    .await;
+    for service in ["", proto::MEETING_SERVICE_NAME] {
+        assert_eq!(
+            health_status(&channel, service).await,
+            Some(ServingStatus::NotServing),
+            "gRPC health of {service:?} answers NOT_SERVING while a call drains"
+        );
+    }
+    let (status, body) = app.health().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["meetingService"]["status"], "NOT_SERVING", "{body}");
+    // New work is refused while the old drains, so Calendly retries it elsewhere or later.
+    let refused = app
+        .post_signed(&fixture("invitee-canceled-by-invitee.json"))
+        .await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(json(refused).await["code"], "MEETING_SERVICE_UNAVAILABLE");
+
+    lock.rollback().await.expect("release the lock");
+    assert_eq!(
+        in_flight.await.expect("delivery task"),
+        200,
+        "the in-flight delivery finishes during the drain"
+    );
+    assert_eq!(app.count("meetings").await, 1);
+    assert_eq!(
+        app.count("webhook_events").await,
+        1,
+        "the refused delivery stored nothing"
+    );
+    wait_until(
+        || async { app.health().await.1["meetingService"]["status"] != "NOT_SERVING" },
+        "the meeting service has stopped",
+    )
+    .await;
+    let (status, body) = app.health().await;
+    assert_eq!(
+        (status, body["meetingService"]["status"].as_str()),
+        (503, Some("UNREACHABLE (Unavailable)"))
+    );
+    app.stop().await;
+}
+
+/// Polls `condition` until it holds. The limit only keeps a broken build from hanging the run;
+/// it is far beyond what any of these conditions takes.
+async fn wait_until<F, Fut>(condition: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..1_200 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within a minute");
 }
