@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Backend, TestApp, booking, spawn_app_with};
+use crate::helpers::{Backend, TestApp, booking, fixture, spawn_app_with};
 
 /// A window so long that no request's allowance comes back while a test runs, however slow the
 /// machine: one request returns every `window / limit`, an hour or more here.
@@ -97,18 +97,40 @@ async fn forwarding_headers_cannot_dodge_the_limit_unless_the_peer_is_a_trusted_
     app.stop().await;
 }
 
-async fn exempt_networks_are_never_throttled(backend: Backend) {
-    let app = spawn_app_with(
-        backend,
-        &[
-            ("WEBHOOK_RATE_LIMIT", "1"),
-            ("RATE_LIMIT_EXEMPT_CIDRS", "127.0.0.0/8"),
-        ],
-    )
-    .await;
-    for _ in 0..5 {
-        assert_eq!(unsigned(&app, None).await, 401);
+async fn exempt_networks_are_never_throttled_on_either_endpoint(backend: Backend) {
+    let limits = [
+        ("WEBHOOK_RATE_LIMIT", "1"),
+        ("WEBHOOK_RATE_WINDOW_SECS", HOURS),
+        ("TEST_RATE_LIMIT", "1"),
+        ("TEST_RATE_WINDOW_SECS", HOURS),
+    ];
+    let seed = fixture("seed-test-format.json");
+    // The same limits without the exemption throttle the second request, so the exemption is
+    // what lets the others through.
+    let app = spawn_app_with(backend, &limits).await;
+    assert_eq!(unsigned(&app, None).await, 401);
+    assert_eq!(unsigned(&app, None).await, 429);
+    assert_eq!(app.post_test_endpoint(&seed).await.status(), 200);
+    assert_eq!(app.post_test_endpoint(&seed).await.status(), 429);
+    app.stop().await;
+
+    let mut exempt = limits.to_vec();
+    exempt.push(("RATE_LIMIT_EXEMPT_CIDRS", "127.0.0.0/8"));
+    let app = spawn_app_with(backend, &exempt).await;
+    for n in 1..=5 {
+        assert_eq!(unsigned(&app, None).await, 401, "unsigned request {n}");
+        let test = app.post_test_endpoint(&seed).await;
+        assert_eq!(test.status(), 200, "test request {n}");
+        assert!(
+            !test.headers().contains_key("retry-after"),
+            "an exempt client is never told to wait"
+        );
     }
+    assert_eq!(
+        app.count("webhook_events").await,
+        1,
+        "the same seed body, stored once"
+    );
     app.stop().await;
 }
 
@@ -230,5 +252,5 @@ crate::on_both_backends!(
     slow_clients_are_cut_off_after_the_read_timeout,
     three_hundred_signed_deliveries_pass_while_the_101st_unsigned_request_is_throttled,
     forwarding_headers_cannot_dodge_the_limit_unless_the_peer_is_a_trusted_proxy,
-    exempt_networks_are_never_throttled,
+    exempt_networks_are_never_throttled_on_either_endpoint,
 );
