@@ -432,22 +432,41 @@ async fn two_dispatchers_claiming_a_thousand_reminders_never_share_one(backend: 
 async fn claim_requests_are_validated(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut grpc = app.grpc().await;
-    for (request, field) in [
-        (claim(0, 60), "limit"),
-        (claim(501, 60), "limit"),
-        (claim(10, 0), "lease_seconds"),
+    // README: limit 1-500, lease_seconds 1-3600; both ends of each are accepted.
+    for (request, refused_field) in [
+        (claim(1, 60), None),
+        (claim(500, 60), None),
+        (claim(0, 60), Some("limit")),
+        (claim(501, 60), Some("limit")),
+        (claim(10, 1), None),
+        (claim(10, 3_600), None),
+        (claim(10, 0), Some("lease_seconds")),
+        (claim(10, 3_601), Some("lease_seconds")),
         (
             ClaimDueRemindersRequest {
                 limit: 1,
                 lease_seconds: 1,
                 claimant: " ".into(),
             },
-            "claimant",
+            Some("claimant"),
         ),
     ] {
-        let status = grpc.claim_due_reminders(request).await.expect_err("invalid");
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().starts_with(field), "{}", status.message());
+        let shown = format!(
+            "limit {} lease {} claimant {:?}",
+            request.limit, request.lease_seconds, request.claimant
+        );
+        match (grpc.claim_due_reminders(request).await, refused_field) {
+            (Ok(claimed), None) => assert!(claimed.into_inner().reminders.is_empty(), "{shown}"),
+            (Err(status), Some(field)) => {
+                assert_eq!(status.code(), Code::InvalidArgument, "{shown}");
+                assert!(
+                    status.message().starts_with(field),
+                    "{shown}: {}",
+                    status.message()
+                );
+            }
+            (answer, _) => panic!("{shown}: expected {refused_field:?}, got {answer:?}"),
+        }
     }
     let missing = grpc
         .complete_reminder(CompleteReminderRequest {
