@@ -302,6 +302,31 @@ impl TestApp {
         self.db.execute_unprepared(sql).await.expect("statement");
     }
 
+    /// Starts another meeting service on this test's database, as a second replica would be, with
+    /// the test settings and `overrides`. It serves gRPC on a port of its own, which the adapter
+    /// does not use.
+    pub async fn start_meeting_replica(&self, overrides: &[(&str, &str)]) -> MeetingReplica {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
+        let meeting_settings = settings(
+            &[
+                ("DATABASE_URL", self._database.url.clone()),
+                ("LOG_DIR", "off".into()),
+                ("INTERNAL_API_TOKEN", INTERNAL_TOKEN.into()),
+                ("HEALTH_CHECK_INTERVAL_SECS", "1".into()),
+            ],
+            overrides,
+        );
+        let config = meeting_service::Config::from_lookup(&lookup(meeting_settings))
+            .expect("meeting service settings");
+        let stop = self.stop.child_token();
+        let task = tokio::spawn(meeting_service::run(
+            config,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        MeetingReplica { stop, task }
+    }
+
     /// Starts the meeting service's shutdown (as SIGTERM would), leaving the adapter running.
     pub fn begin_meeting_service_shutdown(&self) {
         self.stop_meeting_service.cancel();
@@ -325,6 +350,23 @@ impl TestApp {
         for task in self.tasks.drain(..) {
             task.await.expect("service task").expect("service exited cleanly");
         }
+    }
+}
+
+/// A meeting service started by [`TestApp::start_meeting_replica`].
+pub struct MeetingReplica {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl MeetingReplica {
+    /// Stops it and waits for a clean exit.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task
+            .await
+            .expect("replica task")
+            .expect("replica exited cleanly");
     }
 }
 

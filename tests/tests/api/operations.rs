@@ -8,8 +8,8 @@ use tonic_health::pb::{
 };
 
 use crate::helpers::{
-    Backend, FaultProxy, SIGNING_KEY, fixture, json, log_lines_containing, spawn_app, spawn_app_routed,
-    spawn_app_unhealthy, spawn_app_with,
+    Backend, FaultProxy, SIGNING_KEY, booking, fixture, json, log_lines_containing, spawn_app,
+    spawn_app_routed, spawn_app_unhealthy, spawn_app_with,
 };
 
 async fn one_tracking_id_follows_a_delivery_through_both_services_logs(backend: Backend) {
@@ -157,6 +157,71 @@ async fn health_is_degraded_and_says_unreachable_while_nothing_listens_at_the_me
     app.stop().await;
 }
 
+async fn a_meeting_service_prunes_raw_bodies_past_retention_as_it_starts(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let answer = json(app.post_signed(&booking(n)).await).await;
+        ids.push(answer["result"]["webhookEventId"].as_i64().expect("inbox id"));
+    }
+    for (id, days) in ids.iter().zip([61, 31, 29, 0]) {
+        received_days_ago(&app, *id, days).await;
+    }
+    let has_body = |id: i64| {
+        let app = &app;
+        async move {
+            app.scalar(&format!(
+                "SELECT COUNT(*) FROM webhook_events WHERE id = {id} AND raw_body IS NOT NULL"
+            ))
+            .await
+                == 1
+        }
+    };
+
+    // The stack's own meeting service pruned at its start, before these rows existed, and waits
+    // an hour for its next pass: each replica started here prunes at its start, with the
+    // retention it is given.
+    for (overrides, pruned, kept) in [
+        (&[("RAW_BODY_RETENTION_DAYS", "60")][..], ids[0], &ids[1..]),
+        (&[][..], ids[1], &ids[2..]),
+    ] {
+        let replica = app.start_meeting_replica(overrides).await;
+        wait_until(|| async { !has_body(pruned).await }, "the old raw body is pruned").await;
+        for id in kept {
+            assert!(has_body(*id).await, "{overrides:?}: row {id} keeps its raw body");
+        }
+        replica.stop().await;
+    }
+    // The default (30 days) kept the 29-day-old body; the rows themselves all stay.
+    assert_eq!(app.count("webhook_events").await, 4);
+    let retry = json(app.post_signed(&booking(0)).await).await;
+    assert_eq!(
+        retry["result"]["outcome"], "duplicate",
+        "a late retry is still recognised"
+    );
+    assert_eq!(retry["result"]["webhookEventId"], ids[0]);
+    app.stop().await;
+}
+
+/// Moves an inbox row's receive time `days` into the past.
+async fn received_days_ago(app: &crate::helpers::TestApp, id: i64, days: i64) {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+    let received = chrono::Utc::now() - chrono::Duration::days(days);
+    let backend = app.db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => "UPDATE webhook_events SET received_at = $1 WHERE id = $2",
+        _ => "UPDATE webhook_events SET received_at = ? WHERE id = ?",
+    };
+    app.db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [Value::from(received), Value::from(id)],
+        ))
+        .await
+        .expect("update");
+}
+
 async fn reflection_lists_the_services_for_grpcurl_style_tools(backend: Backend) {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -191,6 +256,7 @@ crate::on_both_backends!(
     one_tracking_id_follows_a_delivery_through_both_services_logs,
     a_sane_request_id_is_kept_and_any_other_is_replaced_by_a_new_uuid,
     health_is_degraded_and_says_unreachable_while_nothing_listens_at_the_meeting_service_url,
+    a_meeting_service_prunes_raw_bodies_past_retention_as_it_starts,
     reflection_lists_the_services_for_grpcurl_style_tools;
     postgres_only: health_and_answers_follow_the_database_down_and_back,
     health_says_not_serving_while_the_meeting_service_drains_in_flight_calls,
