@@ -930,25 +930,152 @@ mod tests {
         })
     }
 
+    /// What the bytes alone say `parse_delivery` must answer.
+    #[derive(Debug)]
+    enum Framing {
+        NotUtf8,
+        NotJson,
+        NotAnObject,
+        /// An object: an event, or a field error that names its field.
+        Object,
+        /// serde_json checks `\u` escapes only in values it keeps, so a lone surrogate in a skipped
+        /// field is no syntax error while one in a typed field is: either answer is right.
+        EscapeDependent,
+    }
+
+    fn framing(body: &[u8]) -> Framing {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return Framing::NotUtf8;
+        };
+        if serde_json::from_str::<de::IgnoredAny>(text).is_err() {
+            return Framing::NotJson;
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) if value.is_object() => Framing::Object,
+            Ok(_) => Framing::NotAnObject,
+            Err(_) => Framing::EscapeDependent,
+        }
+    }
+
+    /// Fails unless `result` is the typed verdict [`framing`] calls for.
+    fn assert_typed_verdict(
+        body: &[u8],
+        result: &Result<v1::CalendlyEvent, ParseError>,
+    ) -> Result<(), TestCaseError> {
+        let shown = String::from_utf8_lossy(body);
+        let expected = framing(body);
+        let named_field = |path: &str, message: &str| !path.is_empty() && !message.is_empty();
+        let agrees = match (&expected, result) {
+            (Framing::NotUtf8, Err(ParseError::InvalidUtf8)) => true,
+            (Framing::NotJson, Err(ParseError::InvalidJson(_))) => true,
+            (Framing::NotAnObject, Err(ParseError::InvalidField { path, .. })) => path == "body",
+            (Framing::Object, Ok(_)) => true,
+            (Framing::Object, Err(ParseError::InvalidField { path, message })) => named_field(path, message),
+            (Framing::EscapeDependent, Ok(_) | Err(ParseError::InvalidJson(_))) => true,
+            (Framing::EscapeDependent, Err(ParseError::InvalidField { path, message })) => {
+                named_field(path, message)
+            }
+            _ => false,
+        };
+        prop_assert!(agrees, "{}: expected {:?}, got {:?}", shown, expected, result);
+        Ok(())
+    }
+
+    const EVENT_NAMES: &[&str] = &[
+        "invitee.created",
+        "invitee.canceled",
+        "invitee_no_show.created",
+        "invitee.no_show",
+        "invitee_no_show.deleted",
+        "invitee.rescheduled",
+        "routing_form_submission.created",
+        "event_type.updated",
+        "contact.created",
+    ];
+
+    fn event_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(EVENT_NAMES).prop_map(str::to_owned),
+            "[a-z_]{1,12}\\.[a-z_]{1,12}",
+        ]
+    }
+
+    /// A real envelope whose payload has what its event name requires.
+    fn valid_envelope() -> impl Strategy<Value = (String, i64, Vec<u8>)> {
+        (event_name(), 0i64..4_000_000_000, "[ -~]{1,40}", "[ -~]{0,40}").prop_map(
+            |(name, seconds, uri, text)| {
+                let created_at = chrono::DateTime::from_timestamp(seconds, 0)
+                    .expect("in range")
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                let payload = match event_kind(&name) {
+                    kind if is_invitee_kind(kind) => {
+                        serde_json::json!({"uri": uri, "email": text, "name": text})
+                    }
+                    EventKind::RoutingFormSubmissionCreated => serde_json::json!({"uri": uri}),
+                    _ => serde_json::json!({"uri": uri, "anything": [text]}),
+                };
+                let body = serde_json::json!({"event": name, "created_at": created_at, "payload": payload});
+                (name, seconds, body.to_string().into_bytes())
+            },
+        )
+    }
+
     proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            let _ = parse_delivery(&bytes);
+        fn arbitrary_bytes_get_the_typed_error_their_framing_calls_for(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let result = parse_delivery(&bytes);
+            assert_typed_verdict(&bytes, &result)?;
         }
 
         #[test]
-        fn json_token_soup_never_panics(text in json_tokens()) {
-            let _ = parse_delivery(text.as_bytes());
+        fn non_utf8_bytes_are_always_invalid_utf8(prefix in "[ -~]{0,20}", bad in 0x80u8..=0xff, suffix in "[ -~]{0,20}") {
+            let mut body = prefix.into_bytes();
+            body.push(bad);
+            body.extend_from_slice(suffix.as_bytes());
+            // A lone byte of 0x80 and above never starts a valid UTF-8 sequence followed by ASCII.
+            prop_assume!(std::str::from_utf8(&body).is_err());
+            prop_assert_eq!(parse_delivery(&body), Err(ParseError::InvalidUtf8));
         }
 
         #[test]
-        fn schema_like_json_never_panics_and_valid_json_is_never_a_syntax_error(value in schema_like_json()) {
+        fn json_token_soup_gets_the_typed_error_its_framing_calls_for(text in json_tokens()) {
+            let result = parse_delivery(text.as_bytes());
+            assert_typed_verdict(text.as_bytes(), &result)?;
+        }
+
+        #[test]
+        fn schema_like_json_is_never_a_syntax_error_and_a_field_error_names_its_field(value in schema_like_json()) {
             let body = value.to_string();
             let result = parse_delivery(body.as_bytes());
-            prop_assert!(!matches!(result, Err(ParseError::InvalidJson(_) | ParseError::InvalidUtf8)), "{body}: {result:?}");
-            if let Err(ParseError::InvalidField { path, .. }) = result {
-                prop_assert!(!path.is_empty());
-            }
+            prop_assert!(!matches!(result, Err(ParseError::InvalidJson(_) | ParseError::InvalidUtf8)), "{}: {:?}", body, result);
+            assert_typed_verdict(body.as_bytes(), &result)?;
+        }
+
+        #[test]
+        fn a_valid_envelope_parses_to_its_event_name_kind_and_time((name, seconds, body) in valid_envelope()) {
+            let event = parse_delivery(&body).map_err(|error| TestCaseError::fail(format!("{}: {error}", String::from_utf8_lossy(&body))))?;
+            prop_assert_eq!(&event.event_name, &name);
+            prop_assert_eq!(event.kind, event_kind(&name) as i32);
+            prop_assert_eq!(event.occurred_at, Some(Timestamp { seconds, nanos: 0 }));
+            let kind = event_kind(&name);
+            let payload_matches = match &event.payload {
+                Some(Payload::Invitee(_)) => is_invitee_kind(kind),
+                Some(Payload::RoutingFormSubmission(_)) => kind == EventKind::RoutingFormSubmissionCreated,
+                Some(Payload::Other(other)) => {
+                    !is_invitee_kind(kind) && kind != EventKind::RoutingFormSubmissionCreated && other.uri.is_some()
+                }
+                None => false,
+            };
+            prop_assert!(payload_matches, "{}: {:?}", name, event.payload);
+        }
+
+        #[test]
+        fn a_seed_body_parses_to_its_event_name_and_kind(name in event_name()) {
+            let body = serde_json::json!({"eventData": {"event": name}}).to_string();
+            let event = parse_delivery(body.as_bytes()).map_err(|error| TestCaseError::fail(format!("{body}: {error}")))?;
+            prop_assert_eq!(&event.event_name, &name);
+            prop_assert_eq!(event.kind, event_kind(&name) as i32);
+            prop_assert_eq!(event.occurred_at, None);
         }
     }
 }

@@ -196,12 +196,12 @@ mod tests {
             },
             signature::Error::SignatureMismatch,
         ];
-        let mut codes: Vec<_> = errors.iter().map(|e| ApiError::from(e.clone()).code()).collect();
+        let codes: std::collections::HashSet<_> =
+            errors.iter().map(|e| ApiError::from(e.clone()).code()).collect();
+        assert_eq!(codes.len(), errors.len(), "one code per reason: {codes:?}");
         for error in errors {
             assert_eq!(ApiError::from(error).status(), StatusCode::UNAUTHORIZED);
         }
-        codes.dedup();
-        assert_eq!(codes.len(), 5);
     }
 
     #[test]

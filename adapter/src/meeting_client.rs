@@ -134,26 +134,111 @@ mod tests {
     use super::*;
     use axum::http::StatusCode;
 
-    #[test]
-    fn retryable_grpc_failures_become_503() {
-        for code in [
-            Code::Unavailable,
-            Code::DeadlineExceeded,
-            Code::ResourceExhausted,
-            Code::Aborted,
-        ] {
-            assert_eq!(
-                api_error(&Status::new(code, "x")).status(),
-                StatusCode::SERVICE_UNAVAILABLE
-            );
+    const ALL_CODES: [Code; 17] = [
+        Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
+    ];
+
+    /// `UNAVAILABLE` for `Code::Unavailable`, as the README's table writes the codes.
+    fn readme_name(code: Code) -> String {
+        let mut name = String::new();
+        for (i, c) in format!("{code:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                name.push('_');
+            }
+            name.push(c.to_ascii_uppercase());
         }
+        name
+    }
+
+    /// The rows of the README's "gRPC failures seen by the adapter" table: each gRPC code named
+    /// there with its HTTP status and error code.
+    fn documented_mapping() -> Vec<(String, u16, String)> {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md is readable");
+        let section = readme
+            .split("### gRPC failures seen by the adapter")
+            .nth(1)
+            .expect("the README has the gRPC failures section");
+        let mut rows = Vec::new();
+        for line in section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+        {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let Ok(http) = cells[1].parse::<u16>() else {
+                continue; // the header and the separator
+            };
+            let code = cells[2].trim_matches('`').to_owned();
+            for grpc in cells[0].split(',') {
+                rows.push((grpc.trim().trim_matches('`').to_owned(), http, code.clone()));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn every_grpc_code_maps_to_the_http_answer_the_readme_documents() {
+        let documented = documented_mapping();
         assert_eq!(
-            api_error(&Status::invalid_argument("event.event_name")).status(),
-            StatusCode::UNPROCESSABLE_ENTITY
+            documented.len(),
+            ALL_CODES.len(),
+            "the README's table names every gRPC code once: {documented:?}"
         );
-        assert_eq!(
-            api_error(&Status::unauthenticated("token")).status(),
-            StatusCode::INTERNAL_SERVER_ERROR
+        for code in ALL_CODES {
+            let name = readme_name(code);
+            let (_, http, error_code) = documented
+                .iter()
+                .find(|(grpc, _, _)| *grpc == name)
+                .unwrap_or_else(|| panic!("{name} is missing from the README's table"));
+            let error = api_error(&Status::new(code, "detail"));
+            assert_eq!(error.status().as_u16(), *http, "{name}");
+            assert_eq!(error.code(), error_code, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_three_classes_of_grpc_codes_keep_their_answers() {
+        // Pinned here as well, so that editing the README alone cannot move a code.
+        let expected = |code: Code| match code {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "MEETING_SERVICE_UNAVAILABLE"),
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "EVENT_REJECTED")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        };
+        for code in ALL_CODES {
+            let error = api_error(&Status::new(code, "event.event_name"));
+            assert_eq!((error.status(), error.code()), expected(code), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_rejection_carries_the_meeting_services_reason() {
+        let error = api_error(&Status::invalid_argument("event.event_name: too long"));
+        assert!(
+            error.to_string().ends_with("event.event_name: too long"),
+            "{error}"
         );
     }
 }

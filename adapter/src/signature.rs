@@ -296,6 +296,61 @@ mod tests {
         assert!(!format!("{keys:?}").contains("super-secret"));
     }
 
+    /// What `verify` must answer for a header that was not made with the key: never `Ok`.
+    /// The checks follow the README's order: blank or malformed header, malformed signature,
+    /// timestamp out of tolerance, then a signature no key produces.
+    fn expected_verdict(header: &str, now: i64, tolerance: u64) -> Result<(), Error> {
+        if header.trim().is_empty() {
+            return Err(Error::MalformedHeader);
+        }
+        let parsed = SignatureHeader::parse(header)?;
+        let age_secs = now.saturating_sub(parsed.timestamp);
+        if age_secs.unsigned_abs() > tolerance {
+            return Err(Error::TimestampOutOfTolerance {
+                age_secs,
+                tolerance_secs: tolerance,
+                signature_matches: false,
+            });
+        }
+        Err(Error::SignatureMismatch)
+    }
+
+    #[test]
+    fn the_header_oracle_agrees_with_hand_written_cases() {
+        // The property tests lean on `expected_verdict`; these pin it to the documented codes.
+        let mac = "ab".repeat(32);
+        for (header, expected) in [
+            ("", Error::MalformedHeader),
+            ("   ", Error::MalformedHeader),
+            ("garbage", Error::MalformedHeader),
+            ("t=1,t=2", Error::MalformedHeader),
+            ("t=x", Error::MalformedHeader),
+            ("t=0", Error::MalformedSignature),
+            ("t=0,v1=abc", Error::MalformedSignature),
+            (&format!("t=0,v1={mac}") as &str, Error::SignatureMismatch),
+        ] {
+            assert_eq!(
+                expected_verdict(header, 0, 180),
+                Err(expected.clone()),
+                "{header:?}"
+            );
+            let keys = SigningKeys::from_comma_separated("k");
+            assert_eq!(
+                verify(Some(header), b"{}", &keys, 0, 180),
+                Err(expected),
+                "{header:?}"
+            );
+        }
+        assert!(matches!(
+            expected_verdict(&format!("t=500,v1={mac}"), 0, 180),
+            Err(Error::TimestampOutOfTolerance {
+                age_secs: -500,
+                signature_matches: false,
+                ..
+            })
+        ));
+    }
+
     proptest! {
         #[test]
         fn a_signature_over_any_body_verifies(body in proptest::collection::vec(any::<u8>(), 0..2048), t in 0i64..4_000_000_000) {
@@ -315,16 +370,38 @@ mod tests {
         }
 
         #[test]
-        fn header_parsing_never_panics(header in ".{0,200}") {
-            let keys = SigningKeys::from_comma_separated("k");
-            let _ = verify(Some(&header), b"{}", &keys, 0, 180);
+        fn a_signature_verifies_exactly_when_its_timestamp_is_within_tolerance(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            t in 0i64..4_000_000_000,
+            skew in -400i64..=400,
+        ) {
+            let keys = SigningKeys::from_comma_separated("prop-key");
+            let header = sign(b"prop-key", t, &body);
+            let verdict = verify(Some(&header), &body, &keys, t + skew, 180);
+            if skew.unsigned_abs() <= 180 {
+                prop_assert_eq!(verdict, Ok(()));
+            } else {
+                prop_assert_eq!(verdict, Err(Error::TimestampOutOfTolerance {
+                    age_secs: skew,
+                    tolerance_secs: 180,
+                    signature_matches: true,
+                }));
+            }
         }
 
         #[test]
-        fn header_like_strings_never_panic(parts in proptest::collection::vec("(t|v1|v0|x)?=?[0-9a-fA-F ]{0,70}", 0..6)) {
+        fn a_header_of_random_junk_never_verifies_and_gets_its_parse_verdict(header in ".{0,200}") {
+            let keys = SigningKeys::from_comma_separated("k");
+            let verdict = verify(Some(&header), b"{}", &keys, 0, 180);
+            prop_assert_eq!(verdict, expected_verdict(&header, 0, 180), "{:?}", header);
+        }
+
+        #[test]
+        fn a_header_like_string_gets_the_verdict_its_elements_call_for(parts in proptest::collection::vec("(t|v1|v0|x)?=?[0-9a-fA-F ]{0,70}", 0..6)) {
             let header = parts.join(",");
             let keys = SigningKeys::from_comma_separated("k");
-            let _ = verify(Some(&header), b"{}", &keys, 0, 180);
+            let verdict = verify(Some(&header), b"{}", &keys, 0, 180);
+            prop_assert_eq!(verdict, expected_verdict(&header, 0, 180), "{:?}", header);
         }
     }
 }

@@ -204,12 +204,15 @@ mod tests {
             let body = response.into_body().collect().await.expect("body").to_bytes();
             let error: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
             assert_eq!(error["code"], "INTERNAL_ERROR");
+            // A body without `error` would pass a leak check vacuously, so the field is required.
+            let message = error["error"]
+                .as_str()
+                .expect("the error body has an `error` message");
+            assert_eq!(message, "internal error");
+            assert!(!message.contains("handler bug"), "internals never leak");
             assert!(
-                !error["error"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("handler bug"),
-                "internals never leak"
+                error["trackingId"].is_string() && error["timestamp"].is_string(),
+                "{error}"
             );
         }
     }

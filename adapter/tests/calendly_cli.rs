@@ -26,14 +26,17 @@ use stack::{INTERNAL_TOKEN, MeetingService, MeetingView};
 
 const TOKEN: &str = "pat-test-0123456789abcdef";
 
+/// The client's limit on each request to the mock: so far beyond a local answer that only the
+/// requests the mock never answers ([`Fault::Hang`]) reach it, however slow the machine.
+const CALENDLY_TIMEOUT_MS: &str = "10000";
+
 /// Settings as the binary would read them, plus what only tests change: two items a page and
 /// quick retries.
-fn settings(mock: &MockCalendly, meeting: Option<&MeetingService>, timeout_ms: u32) -> Settings {
-    let timeout = timeout_ms.to_string();
+fn settings(mock: &MockCalendly, meeting: Option<&MeetingService>) -> Settings {
     let mut pairs = vec![
         ("CALENDLY_API_TOKEN", TOKEN.to_owned()),
         ("CALENDLY_API_BASE_URL", mock.base_url.clone()),
-        ("CALENDLY_API_TIMEOUT_MS", timeout),
+        ("CALENDLY_API_TIMEOUT_MS", CALENDLY_TIMEOUT_MS.to_owned()),
     ];
     if let Some(meeting) = meeting {
         pairs.push(("MEETING_SERVICE_URL", meeting.url.clone()));
@@ -136,7 +139,7 @@ async fn views(service: &MeetingService, uris: &[String]) -> Vec<MeetingView> {
 async fn create_sends_the_subscription_with_a_fresh_signing_key_and_prints_it_once() {
     let mock = MockCalendly::start(TOKEN).await;
     let url = "https://hooks.example.com/webhook/calendly";
-    let ran = calendly(&["webhooks", "create", "--url", url], settings(&mock, None, 2000))
+    let ran = calendly(&["webhooks", "create", "--url", url], settings(&mock, None))
         .await
         .ok();
 
@@ -171,7 +174,7 @@ async fn create_sends_the_subscription_with_a_fresh_signing_key_and_prints_it_on
             "--url",
             "https://hooks.example.com/webhook/calendly/v2",
         ],
-        settings(&mock, None, 2000),
+        settings(&mock, None),
     )
     .await
     .ok();
@@ -196,7 +199,7 @@ async fn create_uses_a_given_key_events_and_user_scope() {
             "--signing-key",
             key,
         ],
-        settings(&mock, None, 2000),
+        settings(&mock, None),
     )
     .await
     .ok();
@@ -216,23 +219,20 @@ async fn create_uses_a_given_key_events_and_user_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_that_times_out_is_not_repeated_and_still_shows_its_key() {
     let mock = MockCalendly::start(TOKEN).await;
-    mock.fail(
-        "/webhook_subscriptions",
-        Fault::Slow(Duration::from_millis(1500)),
-        1,
-    );
+    mock.fail("/webhook_subscriptions", Fault::Hang, 1);
     let ran = calendly(
         &["webhooks", "create", "--url", "https://hooks.example.com/h"],
-        settings(&mock, None, 400),
+        settings(&mock, None),
     )
     .await;
     assert!(matches!(
         ran.error(),
         CliError::Calendly(CalendlyError::Timeout { .. })
     ));
-    // The slow answer still created it: a retry would have hit "Already Exists" and lost the key.
+    // The request still created it: a retry would have hit "Already Exists" and lost the key.
     let posts = mock.requests_to("/webhook_subscriptions");
     assert_eq!(posts.len(), 1);
+    assert_eq!(mock.subscriptions().len(), 1);
     let key = posts[0].body.as_ref().expect("body")["signing_key"]
         .as_str()
         .expect("key")
@@ -250,7 +250,7 @@ async fn create_refuses_plain_http_and_impossible_scopes_before_calling_calendly
     let mock = MockCalendly::start(TOKEN).await;
     let ran = calendly(
         &["webhooks", "create", "--url", "http://hooks.example.com/h"],
-        settings(&mock, None, 2000),
+        settings(&mock, None),
     )
     .await;
     assert!(matches!(
@@ -271,7 +271,7 @@ async fn create_refuses_plain_http_and_impossible_scopes_before_calling_calendly
             "--scope",
             "user",
         ],
-        settings(&mock, None, 2000),
+        settings(&mock, None),
     )
     .await;
     assert!(matches!(
@@ -291,7 +291,7 @@ async fn create_refuses_plain_http_and_impossible_scopes_before_calling_calendly
             "http://127.0.0.1:3001/webhook/calendly",
             "--allow-http",
         ],
-        settings(&mock, None, 2000),
+        settings(&mock, None),
     )
     .await
     .ok();
@@ -304,9 +304,7 @@ async fn list_follows_every_page() {
     let uris: Vec<String> = (1..=5)
         .map(|n| mock.add_subscription(&format!("https://hooks.example.com/{n}")))
         .collect();
-    let ran = calendly(&["webhooks", "list"], settings(&mock, None, 2000))
-        .await
-        .ok();
+    let ran = calendly(&["webhooks", "list"], settings(&mock, None)).await.ok();
     for uri in &uris {
         assert!(ran.out.contains(uri.as_str()), "{uri} missing from:\n{}", ran.out);
     }
@@ -334,7 +332,7 @@ async fn delete_removes_a_subscription_and_names_a_missing_one() {
     let doomed = mock.add_subscription("https://hooks.example.com/old");
     mock.add_subscription("https://hooks.example.com/new");
 
-    let ran = calendly(&["webhooks", "delete", &doomed], settings(&mock, None, 2000))
+    let ran = calendly(&["webhooks", "delete", &doomed], settings(&mock, None))
         .await
         .ok();
     assert!(ran.out.contains("Deleted webhook subscription"), "{}", ran.out);
@@ -344,7 +342,7 @@ async fn delete_removes_a_subscription_and_names_a_missing_one() {
         "https://hooks.example.com/new"
     );
 
-    let ran = calendly(&["webhooks", "delete", &doomed], settings(&mock, None, 2000)).await;
+    let ran = calendly(&["webhooks", "delete", &doomed], settings(&mock, None)).await;
     assert!(matches!(
         ran.error(),
         CliError::Calendly(CalendlyError::NotFound { .. })
@@ -360,7 +358,7 @@ async fn delete_removes_a_subscription_and_names_a_missing_one() {
     mock.clear_requests();
     let ran = calendly(
         &["webhooks", "delete", "https://api.calendly.com/users/x"],
-        settings(&mock, None, 2000),
+        settings(&mock, None),
     )
     .await;
     assert_eq!(ran.error().exit_code(), 2);
@@ -371,7 +369,7 @@ async fn delete_removes_a_subscription_and_names_a_missing_one() {
 async fn a_rejected_token_is_explained_without_showing_it() {
     // The mock accepts another token, and echoes the one it got in its error body.
     let mock = MockCalendly::start("the-right-token").await;
-    let settings = settings(&mock, None, 2000);
+    let settings = settings(&mock, None);
     let debug_settings = format!("{settings:?}");
     let ran = calendly(&["webhooks", "list"], settings).await;
     assert!(matches!(
@@ -403,7 +401,7 @@ async fn backfill_gives_the_same_meetings_as_webhooks_and_a_rerun_changes_nothin
     let uris = scenario.invitee_uris();
     let (backfilled, webhooked) = tokio::join!(MeetingService::start(), MeetingService::start());
 
-    let ran = calendly(&["backfill"], settings(&mock, Some(&backfilled), 2000))
+    let ran = calendly(&["backfill"], settings(&mock, Some(&backfilled)))
         .await
         .ok();
     assert_eq!(ran.counts(), [7, 0, 0, 0], "{}", ran.out);
@@ -470,7 +468,7 @@ async fn backfill_gives_the_same_meetings_as_webhooks_and_a_rerun_changes_nothin
     // A rerun is all duplicates: no inbox row, no meeting change.
     let inbox = backfilled.count("webhook_events").await;
     let before = backfilled.meetings(&uris).await;
-    let ran = calendly(&["backfill"], settings(&mock, Some(&backfilled), 2000))
+    let ran = calendly(&["backfill"], settings(&mock, Some(&backfilled)))
         .await
         .ok();
     assert_eq!(ran.counts(), [0, 0, 7, 0], "{}", ran.out);
@@ -481,9 +479,9 @@ async fn backfill_gives_the_same_meetings_as_webhooks_and_a_rerun_changes_nothin
     mock.update_invitee(&invitee_uri('a', 1), |invitee| {
         invitee["status"] = "canceled".into();
         invitee["cancellation"] = serde_json::json!({"canceled_by": "Jordan Ellis", "canceler_type": "invitee",
-            "reason": "No longer needed", "created_at": "2030-03-09T08:00:00.000000Z"});
+            "reason": "No longer needed", "created_at": scenario::in_the_future("2030-03-09T08:00:00.000000Z")});
     });
-    let ran = calendly(&["backfill"], settings(&mock, Some(&backfilled), 2000))
+    let ran = calendly(&["backfill"], settings(&mock, Some(&backfilled)))
         .await
         .ok();
     assert_eq!(ran.counts(), [0, 1, 6, 0], "{}", ran.out);
@@ -504,7 +502,7 @@ async fn backfill_converges_with_webhooks_arriving_at_the_same_time() {
     let mut webhooks = scenario.webhooks();
     webhooks.reverse();
     let (ran, ()) = tokio::join!(
-        calendly(&["backfill"], settings(&mock, Some(&busy), 2000)),
+        calendly(&["backfill"], settings(&mock, Some(&busy))),
         deliver(&busy, &webhooks),
     );
     let ran = ran.ok();
@@ -522,11 +520,11 @@ async fn backfill_rides_out_rate_limits_server_errors_and_timeouts() {
     let flaky_path = format!("/scheduled_events/{}/invitees", event_uuid('e'));
     mock.fail("/users/me", Fault::ServerError, 1);
     mock.fail("/scheduled_events", Fault::RateLimit, 1);
-    mock.fail(&slow_path, Fault::Slow(Duration::from_millis(1500)), 1);
+    mock.fail(&slow_path, Fault::Hang, 1);
     mock.fail(&flaky_path, Fault::ServerError, 2);
 
     let started = Instant::now();
-    let ran = calendly(&["backfill"], settings(&mock, Some(&service), 400))
+    let ran = calendly(&["backfill"], settings(&mock, Some(&service)))
         .await
         .ok();
     assert_eq!(ran.counts(), [7, 0, 0, 0], "{}", ran.out);
@@ -558,7 +556,7 @@ async fn backfill_reports_what_failed_exits_non_zero_and_a_rerun_finishes() {
     // As many failures as the client tries, so this event fails in the first run only.
     mock.fail(&broken, Fault::ServerError, 4);
 
-    let ran = calendly(&["backfill"], settings(&mock, Some(&service), 2000)).await;
+    let ran = calendly(&["backfill"], settings(&mock, Some(&service))).await;
     assert!(matches!(
         ran.error(),
         CliError::BackfillIncomplete { failed: 1, .. }
@@ -580,7 +578,7 @@ async fn backfill_reports_what_failed_exits_non_zero_and_a_rerun_finishes() {
     assert!(ran.out.contains("Run the same command again"), "{}", ran.out);
     assert_eq!(service.count("meetings").await, 6);
 
-    let ran = calendly(&["backfill"], settings(&mock, Some(&service), 2000))
+    let ran = calendly(&["backfill"], settings(&mock, Some(&service)))
         .await
         .ok();
     assert_eq!(ran.counts(), [1, 0, 6, 0], "{}", ran.out);
@@ -595,7 +593,7 @@ async fn an_invitee_the_meeting_service_cannot_apply_is_reported_with_its_reason
     mock.update_invitee(&invitee_uri('e', 1), |invitee| invitee["email"] = "".into());
     let service = MeetingService::start().await;
 
-    let ran = calendly(&["backfill"], settings(&mock, Some(&service), 2000)).await;
+    let ran = calendly(&["backfill"], settings(&mock, Some(&service))).await;
     assert!(matches!(
         ran.error(),
         CliError::BackfillIncomplete { failed: 1, .. }
@@ -609,7 +607,7 @@ async fn an_invitee_the_meeting_service_cannot_apply_is_reported_with_its_reason
     assert!(ran.err.contains("payload.email is missing"), "{}", ran.err);
 
     // Stored as failed in the inbox: a rerun cannot fix the data, and says how to replay it.
-    let ran = calendly(&["backfill"], settings(&mock, Some(&service), 2000)).await;
+    let ran = calendly(&["backfill"], settings(&mock, Some(&service))).await;
     assert_eq!(ran.counts(), [0, 0, 6, 1], "{}", ran.out);
     assert!(ran.err.contains("ReplayWebhookEvent"), "{}", ran.err);
 }
@@ -622,7 +620,7 @@ async fn backfill_stops_early_when_the_meeting_service_is_down() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         listener.local_addr().expect("address")
     };
-    let mut settings = settings(&mock, None, 2000);
+    let mut settings = settings(&mock, None);
     settings.meeting = Some(calendly_api::settings::MeetingSettings {
         url: format!("http://{closed}"),
         token: None,

@@ -120,6 +120,17 @@ mod tests {
         assert_eq!(config.database_url.expose(), DEFAULT_DATABASE_URL);
         assert_eq!(config.reminder_offsets.len(), 3);
         assert!(!config.create_leads_for_unknown_invitees);
+        assert_eq!(
+            config.raw_body_retention,
+            Duration::from_secs(30 * 86_400),
+            "RAW_BODY_RETENTION_DAYS defaults to 30"
+        );
+        let week = config_with(&[("RAW_BODY_RETENTION_DAYS", "7")]);
+        assert_eq!(week.raw_body_retention, Duration::from_secs(7 * 86_400));
+    }
+
+    fn config_with(pairs: &[(&str, &str)]) -> Config {
+        config(pairs).expect("valid settings")
     }
 
     #[test]

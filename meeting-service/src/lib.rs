@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod drain;
 pub mod entity;
 pub mod error;
 pub mod grpc;
@@ -26,8 +27,10 @@ pub use config::Config;
 use store::{Store, StoreSettings, batch::Ingestor, retry::RetryPolicy};
 
 /// Connects to the database (applying migrations), then serves gRPC on `listener` until
-/// `shutdown` resolves. On shutdown the health service reports NOT_SERVING first, in-flight
-/// calls get `config.shutdown_grace` to finish, and the pool is closed.
+/// `shutdown` resolves. On shutdown the health service reports NOT_SERVING first; new API calls
+/// are refused with UNAVAILABLE while in-flight ones finish, health answering all the while
+/// (see [`drain`]); then the listener closes. All of it gets `config.shutdown_grace`, and the
+/// pool is closed.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -67,8 +70,12 @@ pub async fn run(
         .build_v1()
         .context("building the reflection service")?;
     let (ingestor, writers) = Ingestor::start(store.clone(), config.ingest_batch);
-    let api = MeetingServiceServer::with_interceptor(
-        grpc::MeetingApi::new(store.clone(), ingestor),
+    let drain = drain::Drain::default();
+    let api = tonic::service::interceptor::InterceptedService::new(
+        drain.wrap(MeetingServiceServer::new(grpc::MeetingApi::new(
+            store.clone(),
+            ingestor,
+        ))),
         grpc::BearerAuth::new(config.internal_api_token.as_ref().map(|t| t.expose())),
     );
 
@@ -82,6 +89,7 @@ pub async fn run(
             stop.cancel();
             health::report_not_serving(&reporter).await;
             drain_started.cancel();
+            drain.drain().await;
         }
     };
     tracing::info!(%addr, "meeting service listening (gRPC)");

@@ -1,12 +1,11 @@
 //! A local stand-in for api.calendly.com: a real HTTP server on 127.0.0.1, port 0, serving the
 //! endpoints the `calendly` command uses with Calendly's shapes (`{resource}`, `{collection,
 //! pagination}`, `{title, message}` errors), cursor pagination honouring `count`, and faults
-//! (429 with `Retry-After: 1`, 500, slow answers) injected for the first N calls of a path.
+//! (429 with `Retry-After: 1`, 500, no answer at all) injected for the first N calls of a path.
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
 };
 
 use axum::{
@@ -28,8 +27,9 @@ pub enum Fault {
     RateLimit,
     /// 500 with Calendly's error body.
     ServerError,
-    /// Answers normally, but only after this long.
-    Slow(Duration),
+    /// Does what the request asks (a create still creates), then never answers: the client's
+    /// timeout is what ends the call, however long the client allows.
+    Hang,
 }
 
 #[derive(Debug, Clone)]
@@ -229,10 +229,24 @@ async fn handle(
                 "The server encountered an unexpected condition",
             );
         }
-        Some(Fault::Slow(delay)) => tokio::time::sleep(delay).await,
-        None => {}
+        Some(Fault::Hang) | None => {}
     }
+    let response = answer(&shared, &method, &path, &query, &headers, &body);
+    if fault == Some(Fault::Hang) {
+        std::future::pending::<()>().await;
+    }
+    response
+}
 
+/// The answer Calendly would give, with its effects on the mock's state.
+fn answer(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
     let data = &mut *shared.data.lock().expect("mock state");
     let presented = headers
         .get("authorization")
@@ -275,10 +289,10 @@ async fn handle(
                 .cloned()
                 .collect();
             events.sort_by(|a, b| a["start_time"].as_str().cmp(&b["start_time"].as_str()));
-            page(&shared.base_url, &path, &query, &events)
+            page(&shared.base_url, path, query, &events)
         }
         ("GET", ["scheduled_events", uuid, "invitees"]) => match data.invitees.get(*uuid) {
-            Some(invitees) => page(&shared.base_url, &path, &query, invitees),
+            Some(invitees) => page(&shared.base_url, path, query, invitees),
             None => error(
                 StatusCode::NOT_FOUND,
                 "Resource Not Found",
@@ -296,10 +310,10 @@ async fn handle(
                 );
             }
             let subscriptions = data.subscriptions.clone();
-            page(&shared.base_url, &path, &query, &subscriptions)
+            page(&shared.base_url, path, query, &subscriptions)
         }
         ("POST", ["webhook_subscriptions"]) => {
-            let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+            let Ok(request) = serde_json::from_slice::<Value>(body) else {
                 return error(StatusCode::BAD_REQUEST, "Invalid Argument", "body is not JSON");
             };
             let url = request["url"].as_str().unwrap_or_default().to_owned();

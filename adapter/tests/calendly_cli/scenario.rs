@@ -4,6 +4,9 @@
 //! Five scheduled events, oldest first: a one-on-one booking (A), the old (B) and new (C) halves of
 //! a reschedule, a meeting the host canceled without a reason (D), and a group event (E) with one
 //! invitee still booked, one marked as a no-show and one who canceled.
+//!
+//! The history is written in March 2030 and moved ahead of now by [`in_the_future`], so its
+//! meetings still get reminders whatever the date.
 
 use serde_json::{Map, Value, json};
 
@@ -106,8 +109,68 @@ fn cancellation(by: &str, kind: &str, reason: &str, at: &str) -> Value {
     json!({"canceled_by": by, "canceler_type": kind, "reason": reason, "created_at": at})
 }
 
+/// The fixtures' year, as in `tests/src/fixture_time.rs` (which the end-to-end tests use; this
+/// crate cannot depend on that one).
+const FIXTURE_YEAR: i32 = 2030;
+
+/// `text` with the year of every RFC 3339 timestamp (`YYYY-MM-DDT…`) moved forward by a multiple
+/// of four years (so leap days fall alike and intervals stay as written), at least four (so the
+/// move is exercised today), and enough to put 2030 two years past the current year.
+pub fn in_the_future(text: &str) -> String {
+    use chrono::Datelike;
+    let wanted = chrono::Utc::now().year() + 2;
+    let mut shift = 4;
+    while FIXTURE_YEAR + shift < wanted {
+        shift += 4;
+    }
+    let bytes = text.as_bytes();
+    let digits = |from: usize, to: usize| bytes[from..to].iter().all(u8::is_ascii_digit);
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i + 11 <= bytes.len() {
+        let is_timestamp = digits(i, i + 4)
+            && bytes[i + 4] == b'-'
+            && digits(i + 5, i + 7)
+            && bytes[i + 7] == b'-'
+            && digits(i + 8, i + 10)
+            && bytes[i + 10] == b'T'
+            && (i == 0 || !bytes[i - 1].is_ascii_digit());
+        if is_timestamp {
+            let year: i32 = text[i..i + 4].parse().expect("four digits");
+            out.push_str(&text[copied..i]);
+            out.push_str(&(year + shift).to_string());
+            copied = i + 4;
+            i += 11;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Every string in `value` through [`in_the_future`].
+fn moved(value: Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(in_the_future(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(moved).collect()),
+        Value::Object(fields) => Value::Object(fields.into_iter().map(|(k, v)| (k, moved(v))).collect()),
+        other => other,
+    }
+}
+
 impl Scenario {
     pub fn standard() -> Self {
+        let mut scenario = Self::as_written();
+        for booking in &mut scenario.bookings {
+            booking.event = moved(booking.event.take());
+            booking.invitees = booking.invitees.drain(..).map(moved).collect();
+        }
+        scenario
+    }
+
+    fn as_written() -> Self {
         let moved = cancellation(
             "Taylor Brooks",
             "invitee",

@@ -48,14 +48,17 @@ impl MeetingService {
         let client =
             MeetingClient::new(&url, Some(INTERNAL_TOKEN), Duration::from_secs(10)).expect("meeting client");
         let mut serving = false;
-        for _ in 0..200 {
+        for _ in 0..1_200 {
             if client.health("test").await == Ok(ServingStatus::Serving) {
                 serving = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(serving, "the meeting service did not start serving within 10 s");
+        assert!(
+            serving,
+            "the meeting service did not start serving within a minute"
+        );
         Self {
             url,
             client,

@@ -32,14 +32,25 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Full-jitter exponential backoff before try `attempt + 1` (`attempt` starts at 1).
-    pub fn delay_after(&self, attempt: u32) -> Duration {
+    /// The longest wait before try `attempt + 1` (`attempt` starts at 1): `base_delay` doubled
+    /// for each earlier retry, capped at `max_delay`, and never zero.
+    pub fn delay_bound(&self, attempt: u32) -> Duration {
         let exponential = self
             .base_delay
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
             .min(self.max_delay);
-        let millis = u64::try_from(exponential.as_millis()).unwrap_or(u64::MAX).max(1);
-        Duration::from_millis(rand::rng().random_range(0..=millis))
+        exponential.max(Duration::from_millis(1))
+    }
+
+    /// Full-jitter exponential backoff before try `attempt + 1`: uniform in
+    /// `[0, delay_bound(attempt)]`, whole milliseconds.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        self.jittered_delay(attempt, &mut rand::rng())
+    }
+
+    fn jittered_delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let millis = u64::try_from(self.delay_bound(attempt).as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rng.random_range(0..=millis))
     }
 }
 
@@ -112,14 +123,88 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_but_stays_bounded() {
+    fn the_default_policy_is_five_tries_from_20_ms_up_to_one_second() {
+        // README, "Exactly once": "exponential backoff and jitter, up to 5 tries".
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.max_attempts, 5);
+        assert_eq!(policy.base_delay, Duration::from_millis(20));
+        assert_eq!(policy.max_delay, Duration::from_millis(1_000));
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_delay_until_the_cap() {
+        let bounds: Vec<u128> = (1..=10)
+            .map(|attempt| RetryPolicy::default().delay_bound(attempt).as_millis())
+            .collect();
+        assert_eq!(bounds, [20, 40, 80, 160, 320, 640, 1_000, 1_000, 1_000, 1_000]);
+        // The retries the default policy actually makes: four waits between five tries.
+        let policy = RetryPolicy::default();
+        let waits: Vec<u128> = (1..policy.max_attempts)
+            .map(|attempt| policy.delay_bound(attempt).as_millis())
+            .collect();
+        assert_eq!(waits, [20, 40, 80, 160]);
+        // Far past the cap the shift saturates instead of overflowing.
+        assert_eq!(policy.delay_bound(u32::MAX), Duration::from_millis(1_000));
+    }
+
+    #[test]
+    fn jitter_stays_within_zero_and_the_bound_and_reaches_both_ends() {
+        use rand::SeedableRng;
         let policy = RetryPolicy {
             max_attempts: 10,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(100),
+            base_delay: Duration::from_millis(2),
+            max_delay: Duration::from_millis(8),
         };
-        for attempt in 1..20 {
-            assert!(policy.delay_after(attempt) <= Duration::from_millis(100));
+        // A seeded generator keeps this deterministic.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for attempt in 1..=6 {
+            let bound = policy.delay_bound(attempt);
+            let delays: Vec<Duration> = (0..2_000)
+                .map(|_| policy.jittered_delay(attempt, &mut rng))
+                .collect();
+            assert!(
+                delays.iter().all(|d| *d <= bound),
+                "attempt {attempt}: over {bound:?}"
+            );
+            assert!(delays.contains(&Duration::ZERO), "attempt {attempt}: never 0");
+            assert!(delays.contains(&bound), "attempt {attempt}: never {bound:?}");
+        }
+        assert!(
+            (0..100).all(|_| policy.delay_after(3) <= policy.delay_bound(3)),
+            "the thread-local generator obeys the same bound"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transient_error_is_tried_five_times_in_all_and_a_final_one_once() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        use super::super::{Store, StoreSettings, connect};
+        let db = connect("sqlite::memory:", 1)
+            .await
+            .expect("an in-memory database");
+        let store = Store::new(
+            db,
+            StoreSettings {
+                reminder_offsets: Vec::new(),
+                create_leads_for_unknown_invitees: false,
+                retry: RetryPolicy::default(),
+            },
+        );
+        for (error, expected_tries) in [
+            (DbErr::Conn(RuntimeErr::Internal("gone".into())), 5),
+            (DbErr::Custom("bad".into()), 1),
+        ] {
+            let tries = AtomicU32::new(0);
+            let result: Result<(), _> = store
+                .with_retries("test", || {
+                    tries.fetch_add(1, Ordering::SeqCst);
+                    let error = error.clone();
+                    async move { Err(error) }
+                })
+                .await;
+            assert!(result.is_err(), "{error}");
+            assert_eq!(tries.load(Ordering::SeqCst), expected_tries, "{error}");
         }
     }
 

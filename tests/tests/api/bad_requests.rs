@@ -4,7 +4,7 @@
 use adapter::signature::{compute_mac, sign};
 use reqwest::Method;
 
-use crate::helpers::{Backend, SIGNING_KEY, TestApp, fixture, json, spawn_app_with};
+use crate::helpers::{Backend, SIGNING_KEY, TestApp, booking, fixture, json, spawn_app_with};
 
 const ONE_MIB: usize = 1024 * 1024;
 
@@ -356,6 +356,40 @@ async fn send(app: &TestApp, case: &Case) -> reqwest::Response {
     request.send().await.expect("HTTP request")
 }
 
+/// The catalogue's size as the README states it: "a catalogue of N bad requests".
+fn catalogue_size_in_the_readme() -> usize {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md is readable");
+    let words: Vec<&str> = readme
+        .split_once("a catalogue of ")
+        .expect("the README counts the catalogue")
+        .1
+        .split_whitespace()
+        .take(3)
+        .collect();
+    assert_eq!(words[1..], ["bad", "requests"], "the README's sentence changed");
+    words[0].parse().expect("a number of bad requests")
+}
+
+/// Checks the uniform error answer: status, code, a message, the tracking id in header and body,
+/// and a timestamp.
+async fn assert_error_answer(response: reqwest::Response, status: u16, code: &str, name: &str) {
+    assert_eq!(response.status().as_u16(), status, "{name}");
+    let tracking = response
+        .headers()
+        .get("x-tracking-id")
+        .map(|v| v.to_str().expect("ASCII").to_owned());
+    assert!(tracking.is_some(), "{name}: X-Tracking-Id");
+    let error = json(response).await;
+    assert_eq!(error["code"], code, "{name}: {error}");
+    assert_eq!(error["trackingId"].as_str(), tracking.as_deref(), "{name}");
+    assert!(
+        error["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "{name}: {error}"
+    );
+    assert!(error["timestamp"].as_str().is_some(), "{name}: {error}");
+}
+
 async fn every_bad_request_gets_its_status_and_code_and_stores_nothing(backend: Backend) {
     let app = spawn_app_with(
         backend,
@@ -363,26 +397,125 @@ async fn every_bad_request_gets_its_status_and_code_and_stores_nothing(backend: 
     )
     .await;
     let cases = catalogue();
-    assert!(cases.len() >= 40, "the catalogue holds {} cases", cases.len());
+    assert_eq!(
+        cases.len(),
+        catalogue_size_in_the_readme(),
+        "the README's count of the catalogue"
+    );
     for case in &cases {
         let response = send(&app, case).await;
-        assert_eq!(response.status().as_u16(), case.status, "{}", case.name);
-        let tracking = response
-            .headers()
-            .get("x-tracking-id")
-            .map(|v| v.to_str().expect("ASCII").to_owned());
-        assert!(tracking.is_some(), "{}: X-Tracking-Id", case.name);
-        let error = json(response).await;
-        assert_eq!(error["code"], case.code, "{}: {error}", case.name);
-        assert_eq!(error["trackingId"].as_str(), tracking.as_deref(), "{}", case.name);
-        assert!(
-            error["error"].as_str().is_some_and(|m| !m.is_empty()),
-            "{}",
-            case.name
-        );
-        assert!(error["timestamp"].as_str().is_some(), "{}", case.name);
+        assert_error_answer(response, case.status, case.code, case.name).await;
         assert_eq!(app.total_rows().await, 0, "{} stored something", case.name);
     }
+    app.stop().await;
+}
+
+async fn without_a_signing_key_the_webhook_answers_500_and_the_test_endpoint_still_works(backend: Backend) {
+    // Blank counts as unset, so this overrides the test key.
+    let app = spawn_app_with(backend, &[("CALENDLY_WEBHOOK_SECRET", "")]).await;
+    let body = fixture("invitee-created-one-on-one.json");
+    let signed = app
+        .post_webhook(
+            &body,
+            Some(sign(
+                SIGNING_KEY.as_bytes(),
+                chrono::Utc::now().timestamp(),
+                &body,
+            )),
+        )
+        .await;
+    assert_error_answer(signed, 500, "WEBHOOK_SECRET_NOT_CONFIGURED", "signed delivery").await;
+    let unsigned = app.post_webhook(&body, None).await;
+    assert_error_answer(
+        unsigned,
+        500,
+        "WEBHOOK_SECRET_NOT_CONFIGURED",
+        "unsigned delivery",
+    )
+    .await;
+    assert_eq!(app.total_rows().await, 0);
+
+    let test = app.post_test_endpoint(&fixture("seed-test-format.json")).await;
+    assert_eq!(test.status(), 200, "the unsigned test endpoint works either way");
+    assert_eq!(app.count("webhook_events").await, 1);
+    app.stop().await;
+}
+
+async fn the_test_endpoint_is_404_when_disabled_and_in_production_unless_enabled(backend: Backend) {
+    for (settings, enabled) in [
+        (&[("ENABLE_TEST_ENDPOINT", "false")][..], false),
+        (&[("APP_ENV", "production")][..], false),
+        (&[("NODE_ENV", "production")][..], false),
+        (
+            &[("APP_ENV", "production"), ("ENABLE_TEST_ENDPOINT", "true")][..],
+            true,
+        ),
+        (&[("ENABLE_TEST_ENDPOINT", "true")][..], true),
+    ] {
+        let app = spawn_app_with(backend, settings).await;
+        let response = app.post_test_endpoint(&fixture("seed-test-format.json")).await;
+        if enabled {
+            assert_eq!(response.status(), 200, "{settings:?}");
+            assert_eq!(app.count("webhook_events").await, 1, "{settings:?}");
+        } else {
+            let name = format!("{settings:?}");
+            assert_error_answer(response, 404, "TEST_ENDPOINT_DISABLED", &name).await;
+            assert_eq!(app.total_rows().await, 0, "{settings:?}");
+        }
+        app.stop().await;
+    }
+}
+
+async fn json_content_types_in_any_case_and_with_parameters_are_accepted_on_both_routes(backend: Backend) {
+    let app = spawn_app_with(backend, &[("TEST_RATE_LIMIT", "1000")]).await;
+    let content_types = [
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "APPLICATION/JSON",
+        "application/json;charset=UTF-8",
+        "application/Json ; charset=\"utf-8\"",
+    ];
+    for (n, content_type) in content_types.into_iter().enumerate() {
+        let body = booking(n);
+        let now = chrono::Utc::now().timestamp();
+        let webhook = app
+            .http
+            .post(app.url(WEBHOOK))
+            .header("content-type", content_type)
+            .header(
+                "calendly-webhook-signature",
+                sign(SIGNING_KEY.as_bytes(), now, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("HTTP request");
+        assert_eq!(webhook.status(), 200, "webhook, {content_type}");
+        assert_eq!(
+            json(webhook).await["result"]["outcome"],
+            "processed",
+            "{content_type}"
+        );
+
+        let seed = format!(
+            r#"{{"eventData":{{"event":"invitee.created","payload":{{"invitee":{{"uri":"https://api.calendly.com/invitees/ct-{n}","email":"ct{n}@example.com"}}}}}}}}"#
+        );
+        let test = app
+            .http
+            .post(app.url(TEST))
+            .header("content-type", content_type)
+            .body(seed)
+            .send()
+            .await
+            .expect("HTTP request");
+        assert_eq!(test.status(), 200, "test endpoint, {content_type}");
+        assert_eq!(
+            json(test).await["result"]["outcome"],
+            "processed",
+            "{content_type}"
+        );
+    }
+    assert_eq!(app.count("meetings").await, 2 * content_types.len() as i64);
     app.stop().await;
 }
 
@@ -445,6 +578,9 @@ async fn test_endpoint_answers_carry_the_rate_limit_headers(backend: Backend) {
 
 crate::on_both_backends!(
     every_bad_request_gets_its_status_and_code_and_stores_nothing,
+    without_a_signing_key_the_webhook_answers_500_and_the_test_endpoint_still_works,
+    the_test_endpoint_is_404_when_disabled_and_in_production_unless_enabled,
+    json_content_types_in_any_case_and_with_parameters_are_accepted_on_both_routes,
     a_body_of_exactly_one_mib_is_accepted,
     a_verified_delivery_that_cannot_be_translated_is_kept_as_failed,
     test_endpoint_answers_carry_the_rate_limit_headers,

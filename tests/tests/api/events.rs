@@ -4,7 +4,9 @@
 use prost::Message;
 use proto::v1::{ListWebhookEventsRequest, Outcome, ReplayWebhookEventRequest};
 
-use crate::helpers::{Backend, fixture, json, live_reminders, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Backend, fixture, future_seconds, in_the_future, json, live_reminders, spawn_app, spawn_app_with,
+};
 
 const JORDAN: &str = "https://api.calendly.com/scheduled_events/e0d1c2b3-a495-4867-8f9e-0a1b2c3d4e5f/invitees/1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
 
@@ -73,8 +75,8 @@ async fn a_cancel_that_arrives_before_its_booking_still_ends_canceled(backend: B
     );
     assert_eq!(
         meeting.start_time.expect("start").seconds,
-        1_899_475_200,
-        "2030-03-11T16:00:00Z"
+        future_seconds("2030-03-11T16:00:00Z"),
+        "the booking's start, as the fixture says"
     );
     app.stop().await;
 }
@@ -100,8 +102,8 @@ async fn a_reschedule_links_both_meetings_in_either_order(backend: Backend) {
         assert_eq!(live_reminders(&new), ["24h", "1h", "15min"]);
         assert_eq!(
             new.start_time.expect("start").seconds,
-            1_899_660_600,
-            "2030-03-13T19:30:00Z"
+            future_seconds("2030-03-13T19:30:00Z"),
+            "the new half's start"
         );
         app.stop().await;
     }
@@ -124,7 +126,7 @@ async fn a_no_show_mark_follows_the_newest_event_in_either_order(backend: Backen
         let meeting = app.meeting(&invitee_uri("invitee-no-show-created.json")).await;
         assert_eq!(meeting.status, expected, "{order:?}");
         assert_eq!(meeting.no_show, expected == "no_show");
-        // The fixture's meeting lies in 2030: once the mark is removed its reminders are due again.
+        // The fixture's meeting lies ahead: once the mark is removed its reminders are due again.
         let expected_reminders: &[&str] = if expected == "no_show" {
             &[]
         } else {
@@ -216,9 +218,9 @@ async fn every_fixture_is_accepted_and_applied(backend: Backend) {
 async fn the_seed_aliases_reschedule_and_mark_no_shows(backend: Backend) {
     let app = spawn_app(backend).await;
     let seed = |event: &str, time: &str, start: &str| {
-        format!(
+        in_the_future(&format!(
             r#"{{"eventData":{{"event":"{event}","time":"{time}","payload":{{"event":{{"uri":"https://api.calendly.com/scheduled_events/seed-1","name":"Seed Call","start_time":"{start}","end_time":"2031-01-01T00:00:00Z"}},"invitee":{{"uri":"https://api.calendly.com/invitees/seed-1","email":"seed@example.com","name":"Seed"}}}}}}}}"#
-        )
+        ))
     };
     for (event, time, start) in [
         ("invitee.created", "2030-01-01T00:00:00Z", "2030-06-01T10:00:00Z"),
@@ -237,16 +239,17 @@ async fn the_seed_aliases_reschedule_and_mark_no_shows(backend: Backend) {
     }
     let moved = app.meeting("https://api.calendly.com/invitees/seed-1").await;
     assert_eq!(moved.status, "scheduled");
+    let new_start = future_seconds("2030-07-01T10:00:00Z");
     assert_eq!(
         moved.start_time.expect("start").seconds,
-        1_909_130_400,
-        "2030-07-01T10:00:00Z"
+        new_start,
+        "the reschedule's time"
     );
     let due: Vec<i64> = moved
         .reminders
         .iter()
         .filter(|r| r.state == "pending")
-        .map(|r| 1_909_130_400 - r.scheduled_time.as_ref().expect("time").seconds)
+        .map(|r| new_start - r.scheduled_time.as_ref().expect("time").seconds)
         .collect();
     assert_eq!(due, [86_400, 3_600, 900], "reminders moved with the meeting");
 
@@ -286,8 +289,10 @@ async fn twenty_identical_deliveries_at_once_store_one_meeting(backend: Backend)
 async fn a_failed_event_is_listed_and_applies_on_replay_after_a_fix(backend: Backend) {
     let app = spawn_app(backend).await;
     // An invitee event with no URI cannot be applied; it is kept as failed and acknowledged.
-    let broken = br#"{"eventData":{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{"event":{"uri":"https://api.calendly.com/scheduled_events/x","start_time":"2030-06-01T10:00:00Z","end_time":"2030-06-01T11:00:00Z"},"invitee":{"email":"fix@example.com","name":"Fix"}}}}"#;
-    let answer = json(app.post_test_endpoint(broken).await).await;
+    let broken = in_the_future(
+        r#"{"eventData":{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{"event":{"uri":"https://api.calendly.com/scheduled_events/x","start_time":"2030-06-01T10:00:00Z","end_time":"2030-06-01T11:00:00Z"},"invitee":{"email":"fix@example.com","name":"Fix"}}}}"#,
+    );
+    let answer = json(app.post_test_endpoint(broken.as_bytes()).await).await;
     assert_eq!(answer["result"]["outcome"], "failed");
     let id = answer["result"]["webhookEventId"].as_i64().expect("inbox id");
 
@@ -348,19 +353,40 @@ async fn a_failed_event_is_listed_and_applies_on_replay_after_a_fix(backend: Bac
     app.stop().await;
 }
 
-async fn text_the_database_cannot_store_is_kept_as_failed_not_a_server_error(backend: Backend) {
+async fn text_the_database_cannot_store_gets_its_outcome_not_a_server_error(backend: Backend) {
     let app = spawn_app(backend).await;
     let long_uri = format!("https://api.calendly.com/invitees/{}", "x".repeat(3_000));
-    let bodies = [
-        r#"{"eventData":{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{"event":{"uri":"e","start_time":"2030-06-01T10:00:00Z","end_time":"2030-06-01T11:00:00Z"},"invitee":{"uri":"https://api.calendly.com/invitees/nul","email":"a\u0000b@example.com","name":"N\u0000"}}}}"#.to_owned(),
-        format!(r#"{{"eventData":{{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{{"invitee":{{"uri":"{long_uri}","email":"a@example.com"}}}}}}}}"#),
-        r#"{"eventData":{"event":"odd\u0000name","payload":{}}}"#.to_owned(),
+    // classify() fails an invitee event whose text cannot be stored, and ignores any event name
+    // it does not apply, whatever that name contains.
+    let cases = [
+        (
+            r#"{"eventData":{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{"event":{"uri":"e","start_time":"2030-06-01T10:00:00Z","end_time":"2030-06-01T11:00:00Z"},"invitee":{"uri":"https://api.calendly.com/invitees/nul","email":"a\u0000b@example.com","name":"N\u0000"}}}}"#.to_owned(),
+            "failed",
+            "contains a NUL character",
+        ),
+        (
+            format!(r#"{{"eventData":{{"event":"invitee.created","time":"2030-01-01T00:00:00Z","payload":{{"invitee":{{"uri":"{long_uri}","email":"a@example.com"}}}}}}}}"#),
+            "failed",
+            "payload.uri is longer than 1024 bytes",
+        ),
+        (
+            r#"{"eventData":{"event":"odd\u0000name","payload":{}}}"#.to_owned(),
+            "ignored",
+            "is not applied to meetings",
+        ),
     ];
-    for body in bodies {
+    for (body, outcome, reason) in cases {
         let response = app.post_test_endpoint(body.as_bytes()).await;
         assert_eq!(response.status(), 200, "{body:.80}");
-        let outcome = json(response).await["result"]["outcome"].clone();
-        assert!(outcome == "failed" || outcome == "ignored", "{outcome}");
+        let answer = json(response).await;
+        assert_eq!(answer["result"]["outcome"], outcome, "{body:.80}: {answer}");
+        let errors = answer["result"]["errors"].as_array().expect("errors");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.contains(reason))),
+            "{body:.80}: {errors:?}"
+        );
     }
     assert_eq!(app.count("meetings").await, 0);
     assert_eq!(app.count("webhook_events").await, 3);
@@ -457,5 +483,5 @@ crate::on_both_backends!(
     a_failed_event_is_listed_and_applies_on_replay_after_a_fix,
     unknown_invitees_create_leads_only_when_configured,
     reminder_offsets_come_from_the_settings,
-    text_the_database_cannot_store_is_kept_as_failed_not_a_server_error,
+    text_the_database_cannot_store_gets_its_outcome_not_a_server_error,
 );

@@ -7,6 +7,7 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 use proto::v1::meeting_service_client::MeetingServiceClient;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use service_kit::settings::map_lookup;
+pub use tests::fixture_time::{future_seconds, in_the_future};
 pub use tests::test_database::{Backend, TestDatabase};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,7 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     pub http: reqwest::Client,
     stop: CancellationToken,
+    stop_meeting_service: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _database: TestDatabase,
 }
@@ -78,6 +80,20 @@ pub async fn spawn_app_routed(
     overrides: &[(&str, &str)],
     route: &dyn Fn(&str) -> String,
 ) -> TestApp {
+    let app = start_app(backend, overrides, route).await;
+    app.wait_until_serving().await;
+    app
+}
+
+/// Like [`spawn_app_with`], but does not wait for the stack to report healthy: for settings under
+/// which it never does (for example a `MEETING_SERVICE_URL` where nothing listens).
+pub async fn spawn_app_unhealthy(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    let app = start_app(backend, overrides, &|url| url.to_owned()).await;
+    app.wait_until_the_meeting_service_serves().await;
+    app
+}
+
+async fn start_app(backend: Backend, overrides: &[(&str, &str)], route: &dyn Fn(&str) -> String) -> TestApp {
     init_log_capture();
     let database = TestDatabase::create(backend).await;
     let stop = CancellationToken::new();
@@ -109,11 +125,12 @@ pub async fn spawn_app_routed(
     );
     let adapter_config = adapter::Config::from_lookup(&lookup(adapter_settings)).expect("adapter settings");
 
+    let stop_meeting_service = stop.child_token();
     let tasks = vec![
         tokio::spawn(meeting_service::run(
             meeting_config,
             grpc_listener,
-            stop.clone().cancelled_owned(),
+            stop_meeting_service.clone().cancelled_owned(),
         )),
         tokio::spawn(adapter::run(
             adapter_config,
@@ -122,20 +139,20 @@ pub async fn spawn_app_routed(
         )),
     ];
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
+        // A backstop against a hang, far beyond any answer's time.
+        .timeout(Duration::from_secs(120))
         .build()
         .expect("HTTP client");
-    let app = TestApp {
+    TestApp {
         http_addr,
         grpc_addr,
         db: Database::connect(&database.url).await.expect("test connection"),
         http,
         stop,
+        stop_meeting_service,
         tasks,
         _database: database,
-    };
-    app.wait_until_serving().await;
-    app
+    }
 }
 
 impl TestApp {
@@ -144,7 +161,7 @@ impl TestApp {
     }
 
     async fn wait_until_serving(&self) {
-        for _ in 0..200 {
+        for _ in 0..1_200 {
             if let Ok(response) = self.http.get(self.url("/webhook/calendly/health")).send().await
                 && response.status() == 200
             {
@@ -152,7 +169,30 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the stack did not become healthy within 10 s");
+        panic!("the stack did not become healthy within a minute");
+    }
+
+    /// Waits for the meeting service's own gRPC health, which it reports once its migrations are
+    /// applied.
+    async fn wait_until_the_meeting_service_serves(&self) {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("gRPC URL")
+            .connect_lazy();
+        for _ in 0..1_200 {
+            let request = HealthCheckRequest {
+                service: proto::MEETING_SERVICE_NAME.into(),
+            };
+            if let Ok(answer) = HealthClient::new(channel.clone()).check(request).await
+                && answer.into_inner().status() == ServingStatus::Serving
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the meeting service did not start serving within a minute");
     }
 
     /// POSTs `body` to the real endpoint, signed now with the test key.
@@ -262,12 +302,71 @@ impl TestApp {
         self.db.execute_unprepared(sql).await.expect("statement");
     }
 
+    /// Starts another meeting service on this test's database, as a second replica would be, with
+    /// the test settings and `overrides`. It serves gRPC on a port of its own, which the adapter
+    /// does not use.
+    pub async fn start_meeting_replica(&self, overrides: &[(&str, &str)]) -> MeetingReplica {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
+        let meeting_settings = settings(
+            &[
+                ("DATABASE_URL", self._database.url.clone()),
+                ("LOG_DIR", "off".into()),
+                ("INTERNAL_API_TOKEN", INTERNAL_TOKEN.into()),
+                ("HEALTH_CHECK_INTERVAL_SECS", "1".into()),
+            ],
+            overrides,
+        );
+        let config = meeting_service::Config::from_lookup(&lookup(meeting_settings))
+            .expect("meeting service settings");
+        let stop = self.stop.child_token();
+        let task = tokio::spawn(meeting_service::run(
+            config,
+            listener,
+            stop.clone().cancelled_owned(),
+        ));
+        MeetingReplica { stop, task }
+    }
+
+    /// Starts the meeting service's shutdown (as SIGTERM would), leaving the adapter running.
+    pub fn begin_meeting_service_shutdown(&self) {
+        self.stop_meeting_service.cancel();
+    }
+
+    /// GET /webhook/calendly/health: the status and the JSON body.
+    pub async fn health(&self) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(self.url("/webhook/calendly/health"))
+            .send()
+            .await
+            .expect("health request");
+        let status = response.status().as_u16();
+        (status, json(response).await)
+    }
+
     /// Stops both services and waits for them to exit cleanly.
     pub async fn stop(mut self) {
         self.stop.cancel();
         for task in self.tasks.drain(..) {
             task.await.expect("service task").expect("service exited cleanly");
         }
+    }
+}
+
+/// A meeting service started by [`TestApp::start_meeting_replica`].
+pub struct MeetingReplica {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl MeetingReplica {
+    /// Stops it and waits for a clean exit.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task
+            .await
+            .expect("replica task")
+            .expect("replica exited cleanly");
     }
 }
 
@@ -416,10 +515,13 @@ impl Drop for FaultProxy {
     }
 }
 
-/// A fixture's bytes, exactly as stored (signatures cover them byte for byte).
+/// A fixture's bytes with its timestamps moved into the future by [`in_the_future`], so that its
+/// meetings still lie ahead, whatever the date, and get their reminders. Everything else is byte
+/// for byte as stored; signatures are made over what is sent.
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/fixtures/calendly/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    in_the_future(&String::from_utf8(stored).expect("fixtures are UTF-8")).into_bytes()
 }
 
 /// The one-on-one fixture as a different invitee, so each body is a new booking.

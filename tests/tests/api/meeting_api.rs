@@ -4,11 +4,11 @@ use std::collections::HashSet;
 
 use proto::v1::{
     ClaimDueRemindersRequest, CompleteReminderRequest, GetLeadRequest, ListMeetingsRequest,
-    ReleaseReminderRequest, UpsertLeadRequest, get_lead_request,
+    ListWebhookEventsRequest, Outcome, ReleaseReminderRequest, UpsertLeadRequest, get_lead_request,
 };
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TestApp, booking, future_seconds, json, spawn_app};
 
 async fn all_meeting_ids(app: &TestApp, mut request: ListMeetingsRequest) -> Vec<i64> {
     let mut grpc = app.grpc().await;
@@ -71,16 +71,16 @@ async fn list_meetings_filters_and_pages_through_every_match_once(backend: Backe
     )
     .await;
     assert_eq!(by_email.len(), 2, "both halves of Taylor's reschedule");
-    // 2030-03-13T00:00Z .. 2030-03-19T00:00Z: the new Taylor booking and the Unicode one.
+    // The week of the new Taylor booking and the Unicode one.
     let in_range = all_meeting_ids(
         &app,
         ListMeetingsRequest {
             start_from: Some(prost_types::Timestamp {
-                seconds: 1_899_590_400,
+                seconds: future_seconds("2030-03-13T00:00:00Z"),
                 nanos: 0,
             }),
             start_before: Some(prost_types::Timestamp {
-                seconds: 1_900_108_800,
+                seconds: future_seconds("2030-03-19T00:00:00Z"),
                 nanos: 0,
             }),
             ..Default::default()
@@ -432,22 +432,41 @@ async fn two_dispatchers_claiming_a_thousand_reminders_never_share_one(backend: 
 async fn claim_requests_are_validated(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut grpc = app.grpc().await;
-    for (request, field) in [
-        (claim(0, 60), "limit"),
-        (claim(501, 60), "limit"),
-        (claim(10, 0), "lease_seconds"),
+    // README: limit 1-500, lease_seconds 1-3600; both ends of each are accepted.
+    for (request, refused_field) in [
+        (claim(1, 60), None),
+        (claim(500, 60), None),
+        (claim(0, 60), Some("limit")),
+        (claim(501, 60), Some("limit")),
+        (claim(10, 1), None),
+        (claim(10, 3_600), None),
+        (claim(10, 0), Some("lease_seconds")),
+        (claim(10, 3_601), Some("lease_seconds")),
         (
             ClaimDueRemindersRequest {
                 limit: 1,
                 lease_seconds: 1,
                 claimant: " ".into(),
             },
-            "claimant",
+            Some("claimant"),
         ),
     ] {
-        let status = grpc.claim_due_reminders(request).await.expect_err("invalid");
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().starts_with(field), "{}", status.message());
+        let shown = format!(
+            "limit {} lease {} claimant {:?}",
+            request.limit, request.lease_seconds, request.claimant
+        );
+        match (grpc.claim_due_reminders(request).await, refused_field) {
+            (Ok(claimed), None) => assert!(claimed.into_inner().reminders.is_empty(), "{shown}"),
+            (Err(status), Some(field)) => {
+                assert_eq!(status.code(), Code::InvalidArgument, "{shown}");
+                assert!(
+                    status.message().starts_with(field),
+                    "{shown}: {}",
+                    status.message()
+                );
+            }
+            (answer, _) => panic!("{shown}: expected {refused_field:?}, got {answer:?}"),
+        }
     }
     let missing = grpc
         .complete_reminder(CompleteReminderRequest {
@@ -459,7 +478,75 @@ async fn claim_requests_are_validated(backend: Backend) {
     app.stop().await;
 }
 
+async fn list_webhook_events_gives_newest_first_and_fifty_when_page_size_is_zero(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut delivered = Vec::new();
+    for n in 0..60 {
+        let answer = json(app.post_signed(&booking(n)).await).await;
+        delivered.push(answer["result"]["webhookEventId"].as_i64().expect("inbox id"));
+    }
+    let newest_first: Vec<i64> = delivered.iter().rev().copied().collect();
+
+    let mut grpc = app.grpc().await;
+    let list = |page_size: u32, page_token: String| ListWebhookEventsRequest {
+        outcome: Outcome::Unspecified as i32,
+        page_size,
+        page_token,
+    };
+    let first = grpc
+        .list_webhook_events(list(0, String::new()))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(first.events.len(), 50, "page_size 0 means 50");
+    assert_eq!(
+        first.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        newest_first[..50],
+        "newest first"
+    );
+    assert!(!first.next_page_token.is_empty());
+    let rest = grpc
+        .list_webhook_events(list(0, first.next_page_token))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        rest.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        newest_first[50..],
+        "the next page continues where the first stopped"
+    );
+    assert!(rest.next_page_token.is_empty(), "the last page says so");
+
+    let small = grpc
+        .list_webhook_events(list(7, String::new()))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        small.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        newest_first[..7]
+    );
+    let everything = grpc
+        .list_webhook_events(list(500, String::new()))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(everything.events.len(), 60);
+    let too_big = grpc
+        .list_webhook_events(list(501, String::new()))
+        .await
+        .expect_err("invalid");
+    assert_eq!(too_big.code(), Code::InvalidArgument);
+    assert!(
+        too_big.message().starts_with("page_size"),
+        "{}",
+        too_big.message()
+    );
+    app.stop().await;
+}
+
 crate::on_both_backends!(
+    list_webhook_events_gives_newest_first_and_fifty_when_page_size_is_zero,
     list_meetings_filters_and_pages_through_every_match_once,
     leads_are_upserted_looked_up_and_linked_to_earlier_meetings,
     reminders_are_claimed_completed_released_and_reclaimed_after_the_lease,

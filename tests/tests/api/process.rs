@@ -46,7 +46,8 @@ impl LocalProcess {
             metrics,
             client: reqwest::Client::new(),
         };
-        for _ in 0..200 {
+        // A minute at most: a backstop against a hang, not a speed requirement.
+        for _ in 0..1_200 {
             let health = process
                 .client
                 .get(format!("http://{}/webhook/calendly/health", process.http))
@@ -153,7 +154,7 @@ async fn metrics_pass_promtool_and_logs_are_json_files(backend: Backend) {
     promtool_check(&exposition);
 
     process.terminate();
-    assert_eq!(process.exit_code(Duration::from_secs(30)).await, Some(0));
+    assert_eq!(process.exit_code(Duration::from_secs(120)).await, Some(0));
     let combined = std::fs::read_to_string(dir.path().join("logs/combined.log")).expect("combined.log");
     let lines: Vec<serde_json::Value> = combined
         .lines()
@@ -204,37 +205,102 @@ fn promtool_check(exposition: &str) {
     );
 }
 
+/// One delivery of the burst, and where it fell relative to the signal.
+struct Sent {
+    n: usize,
+    started_after_signal: bool,
+    finished_after_signal: bool,
+    status: Result<u16, String>,
+}
+
 async fn sigterm_during_a_burst_loses_no_acknowledged_delivery(backend: Backend) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    // Concurrent senders, each sending its next delivery as soon as the last is answered.
+    const SENDERS: usize = 8;
+    // Deliveries acknowledged before the signal is sent, so it lands once the burst is under way.
+    const BEFORE_SIGNAL: usize = 20;
+    // Only against a process that never stops answering.
+    const AT_MOST: usize = 5_000;
+
     let database = TestDatabase::create(backend).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut process = LocalProcess::start(&database.url, dir.path()).await;
+    let signalled = AtomicBool::new(false);
+    let next = AtomicUsize::new(0);
+    let acknowledged_before_signal = AtomicUsize::new(0);
     let process_ref = &process;
-    let burst = futures::future::join_all((0..150).map(|n| async move {
-        // Spread the burst over about a second so SIGTERM lands in the middle of it.
-        tokio::time::sleep(Duration::from_millis(n as u64 * 7)).await;
-        let answer = process_ref.post_signed(booking(n)).await;
-        (n, answer.map(|r| r.status().as_u16()))
-    }));
+    let sender = || async {
+        let mut sent = Vec::new();
+        loop {
+            let n = next.fetch_add(1, Ordering::SeqCst);
+            if n >= AT_MOST {
+                return sent;
+            }
+            let started_after_signal = signalled.load(Ordering::SeqCst);
+            let status = process_ref
+                .post_signed(booking(n))
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string());
+            let finished_after_signal = signalled.load(Ordering::SeqCst);
+            if status == Ok(200) && !finished_after_signal {
+                acknowledged_before_signal.fetch_add(1, Ordering::SeqCst);
+            }
+            let refused = status.is_err();
+            sent.push(Sent {
+                n,
+                started_after_signal,
+                finished_after_signal,
+                status,
+            });
+            // The process is gone or going: this sender is done.
+            if refused {
+                return sent;
+            }
+        }
+    };
     let signal = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        while acknowledged_before_signal.load(Ordering::SeqCst) < BEFORE_SIGNAL
+            && next.load(Ordering::SeqCst) < AT_MOST
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        signalled.store(true, Ordering::SeqCst);
         process_ref.terminate();
     };
-    let (answers, ()) = tokio::join!(burst, signal);
+    let (sent, ()) = tokio::join!(futures::future::join_all((0..SENDERS).map(|_| sender())), signal);
+    let sent: Vec<Sent> = sent.into_iter().flatten().collect();
     assert_eq!(
-        process.exit_code(Duration::from_secs(30)).await,
+        process.exit_code(Duration::from_secs(120)).await,
         Some(0),
         "a clean exit after draining"
     );
 
-    let acknowledged: Vec<usize> = answers
-        .iter()
-        .filter(|(_, status)| matches!(status, Ok(200)))
-        .map(|(n, _)| *n)
-        .collect();
+    let before: Vec<&Sent> = sent.iter().filter(|s| !s.finished_after_signal).collect();
     assert!(
-        !acknowledged.is_empty(),
-        "some deliveries were answered before the signal"
+        before.iter().all(|s| s.status == Ok(200)),
+        "every delivery before the signal is acknowledged: {:?}",
+        before.iter().map(|s| (s.n, &s.status)).collect::<Vec<_>>()
     );
+    assert!(
+        before.len() >= BEFORE_SIGNAL,
+        "the burst was under way at the signal"
+    );
+    let in_flight_at_signal = sent
+        .iter()
+        .filter(|s| !s.started_after_signal && s.finished_after_signal)
+        .count();
+    let refused_after_signal = sent
+        .iter()
+        .filter(|s| s.finished_after_signal && s.status != Ok(200))
+        .count();
+    assert!(
+        in_flight_at_signal + refused_after_signal > 0,
+        "the signal landed mid-burst: requests were in flight across it or refused after it"
+    );
+    assert!(sent.len() < AT_MOST, "the process kept answering after SIGTERM");
+
+    let acknowledged: Vec<usize> = sent.iter().filter(|s| s.status == Ok(200)).map(|s| s.n).collect();
     let db = Database::connect(&database.url).await.expect("connect");
     let app_db = crate::helpers::RowCounter(&db);
     for n in &acknowledged {
