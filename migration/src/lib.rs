@@ -11,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261128_000001_create_tables;
 mod m20261128_000002_add_reminder_claim_token;
 mod m20261201_000001_index_inbox_payload_uri;
+mod m20261201_000002_index_meetings_lead_latest;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_create_tables::Migration),
             Box::new(m20261128_000002_add_reminder_claim_token::Migration),
             Box::new(m20261201_000001_index_inbox_payload_uri::Migration),
+            Box::new(m20261201_000002_index_meetings_lead_latest::Migration),
         ]
     }
 }

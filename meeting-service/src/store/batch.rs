@@ -53,13 +53,10 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the writers for `store`; await the handles after dropping every [`Ingestor`] to let
-    /// them finish what is queued.
-    pub fn start(store: Store, settings: BatchSettings) -> (Self, Vec<JoinHandle<()>>) {
-        let writers = match store.backend() {
-            sea_orm::DbBackend::Postgres => 4,
-            _ => 1,
-        };
+    /// Starts the writers for `store`, whose pool holds `pool_size` connections; await the
+    /// handles after dropping every [`Ingestor`] to let them finish what is queued.
+    pub fn start(store: Store, settings: BatchSettings, pool_size: u32) -> (Self, Vec<JoinHandle<()>>) {
+        let writers = writers(store.backend(), pool_size);
         let (queue, receiver) = mpsc::channel(settings.max.saturating_mul(writers * 4).max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let handles = (0..writers)
@@ -82,6 +79,15 @@ impl Ingestor {
         answer.await.map_err(|_| {
             ServiceError::Unexpected(anyhow::anyhow!("the batch writer stopped before answering"))
         })?
+    }
+}
+
+/// One writer on SQLite, which has one write lock. On PostgreSQL up to four, each holding a
+/// connection while its batch runs, leaving at least half the pool to reads and health checks.
+fn writers(backend: sea_orm::DbBackend, pool_size: u32) -> usize {
+    match backend {
+        sea_orm::DbBackend::Postgres => (pool_size / 2).clamp(1, 4) as usize,
+        _ => 1,
     }
 }
 
@@ -151,6 +157,15 @@ mod tests {
             reply,
         };
         (job, answer)
+    }
+
+    #[test]
+    fn writers_leave_half_the_pool_to_reads() {
+        use sea_orm::DbBackend;
+        assert_eq!(writers(DbBackend::Sqlite, 10), 1);
+        assert_eq!(writers(DbBackend::Postgres, 10), 4);
+        assert_eq!(writers(DbBackend::Postgres, 5), 2);
+        assert_eq!(writers(DbBackend::Postgres, 1), 1);
     }
 
     #[tokio::test(start_paused = true)]

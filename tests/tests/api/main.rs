@@ -3,6 +3,7 @@
 //! happens when no PostgreSQL server is there).
 
 mod bad_requests;
+mod batching;
 mod convergence;
 mod events;
 mod front_door;
@@ -12,11 +13,13 @@ mod meeting_api;
 mod operations;
 mod pipeline;
 mod process;
+mod query_plans;
 
 fn main() -> std::process::ExitCode {
     harness::run(
         [
             bad_requests::cases(),
+            batching::cases(),
             convergence::cases(),
             events::cases(),
             front_door::cases(),
@@ -24,6 +27,7 @@ fn main() -> std::process::ExitCode {
             operations::cases(),
             pipeline::cases(),
             process::cases(),
+            query_plans::cases(),
         ]
         .into_iter()
         .flatten()

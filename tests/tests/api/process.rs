@@ -74,8 +74,12 @@ impl LocalProcess {
     }
 
     fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
@@ -327,7 +331,88 @@ async fn sigterm_during_a_burst_loses_no_acknowledged_delivery(backend: Backend)
     db.close().await.ok();
 }
 
+/// SIGKILL mid-burst: batches in flight die with the process, and every delivery that was
+/// answered 200 is stored, whole.
+async fn sigkill_during_batches_loses_no_acknowledged_delivery(backend: Backend) {
+    use std::sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    };
+    const SENDERS: usize = 16;
+    const BEFORE_KILL: usize = 40;
+    const AT_MOST: usize = 5_000;
+
+    let database = TestDatabase::create(backend).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut process = LocalProcess::start(&database.url, dir.path()).await;
+    let killed = AtomicBool::new(false);
+    let next = AtomicUsize::new(0);
+    let acknowledged = Mutex::new(Vec::new());
+    let process_ref = &process;
+    let sender = || async {
+        loop {
+            let n = next.fetch_add(1, Ordering::SeqCst);
+            if n >= AT_MOST || killed.load(Ordering::SeqCst) {
+                return;
+            }
+            match process_ref.post_signed(booking(n)).await {
+                Ok(response) if response.status() == 200 => acknowledged.lock().expect("lock").push(n),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let kill = async {
+        while acknowledged.lock().expect("lock").len() < BEFORE_KILL && next.load(Ordering::SeqCst) < AT_MOST
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        killed.store(true, Ordering::SeqCst);
+        process_ref.signal("-KILL");
+    };
+    tokio::join!(futures::future::join_all((0..SENDERS).map(|_| sender())), kill);
+    assert_eq!(
+        process.exit_code(Duration::from_secs(60)).await,
+        None,
+        "killed by the signal"
+    );
+    let acknowledged = acknowledged.into_inner().expect("lock");
+    assert!(acknowledged.len() >= BEFORE_KILL);
+    let sent = next.load(Ordering::SeqCst).min(AT_MOST);
+    assert!(
+        sent > acknowledged.len(),
+        "deliveries were in flight when the process died"
+    );
+
+    let db = Database::connect(&database.url).await.expect("connect");
+    let app_db = crate::helpers::RowCounter(&db);
+    for n in &acknowledged {
+        let uri = format!(
+            "https://api.calendly.com/scheduled_events/e0d1c2b3-a495-4867-8f9e-0a1b2c3d4e5f/invitees/1a2b3c4d-5e6f-4a7b-8c9d-{n:012}"
+        );
+        let meetings = app_db
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM meetings WHERE calendly_invitee_id = '{uri}'"
+            ))
+            .await;
+        assert_eq!(meetings, 1, "delivery {n} was answered 200 but is not stored");
+    }
+    // Nothing half-written: every stored meeting has its inbox row and all three reminders.
+    let meetings = app_db.scalar("SELECT COUNT(*) FROM meetings").await;
+    assert!(meetings >= acknowledged.len() as i64);
+    assert_eq!(
+        app_db.scalar("SELECT COUNT(*) FROM webhook_events").await,
+        meetings
+    );
+    assert_eq!(
+        app_db.scalar("SELECT COUNT(*) FROM meeting_reminders").await,
+        meetings * 3
+    );
+    db.close().await.ok();
+}
+
 crate::on_both_backends!(
     metrics_pass_promtool_and_logs_are_json_files,
     sigterm_during_a_burst_loses_no_acknowledged_delivery,
+    sigkill_during_batches_loses_no_acknowledged_delivery,
 );

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use proto::v1::{CalendlyEvent, Outcome};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Select,
     sea_query::{IntoColumnRef, OnConflict, Query, ReturningClause},
 };
 
@@ -100,17 +100,7 @@ pub async fn histories(
 ) -> Result<HashMap<String, Vec<(InviteeEvent, String)>>, DbErr> {
     /// Payload URI, dedupe key, protobuf, received at.
     type HistoryRow = (Option<String>, String, Vec<u8>, DateTime<Utc>);
-    let rows: Vec<HistoryRow> = webhook_event::Entity::find()
-        .select_only()
-        .column(Column::PayloadUri)
-        .column(Column::DedupeKey)
-        .column(Column::EventProto)
-        .column(Column::ReceivedAt)
-        .filter(Column::PayloadUri.is_in(invitee_uris.iter().copied()))
-        .filter(Column::Outcome.eq(Outcome::Processed.label()))
-        .into_tuple()
-        .all(db)
-        .await?;
+    let rows: Vec<HistoryRow> = histories_query(invitee_uris).into_tuple().all(db).await?;
     let mut histories: HashMap<String, Vec<(InviteeEvent, String)>> = HashMap::new();
     for (uri, key, proto, received_at) in rows {
         if except.contains(key.as_str()) {
@@ -127,23 +117,35 @@ pub async fn histories(
     Ok(histories)
 }
 
+pub(super) fn histories_query(invitee_uris: &[&str]) -> Select<webhook_event::Entity> {
+    webhook_event::Entity::find()
+        .select_only()
+        .column(Column::PayloadUri)
+        .column(Column::DedupeKey)
+        .column(Column::EventProto)
+        .column(Column::ReceivedAt)
+        .filter(Column::PayloadUri.is_in(invitee_uris.iter().copied()))
+        .filter(Column::Outcome.eq(Outcome::Processed.label()))
+}
+
 /// The stored rows with these keys: key → (id, outcome, payload URI).
 pub async fn by_keys(
     db: &impl ConnectionTrait,
     keys: &[&str],
 ) -> Result<HashMap<String, (i64, String, Option<String>)>, DbErr> {
-    let rows: Vec<(String, i64, String, Option<String>)> = webhook_event::Entity::find()
+    let rows: Vec<(String, i64, String, Option<String>)> = by_keys_query(keys).into_tuple().all(db).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, id, outcome, uri)| (key, (id, outcome, uri)))
+        .collect())
+}
+
+pub(super) fn by_keys_query(keys: &[&str]) -> Select<webhook_event::Entity> {
+    webhook_event::Entity::find()
         .select_only()
         .column(Column::DedupeKey)
         .column(Column::Id)
         .column(Column::Outcome)
         .column(Column::PayloadUri)
         .filter(Column::DedupeKey.is_in(keys.iter().copied()))
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, id, outcome, uri)| (key, (id, outcome, uri)))
-        .collect())
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, Select,
     sea_query::{IntoColumnRef, LockType, OnConflict, Query, ReturningClause},
 };
 
@@ -20,6 +20,10 @@ pub async fn lock(db: &impl ConnectionTrait, ids: &[i64], emails: &[&str]) -> Re
     if ids.is_empty() && emails.is_empty() {
         return Ok(Vec::new());
     }
+    lock_query(db.get_database_backend(), ids, emails).all(db).await
+}
+
+pub(super) fn lock_query(backend: DbBackend, ids: &[i64], emails: &[&str]) -> Select<lead::Entity> {
     let query = lead::Entity::find()
         .filter(
             Condition::any()
@@ -27,11 +31,10 @@ pub async fn lock(db: &impl ConnectionTrait, ids: &[i64], emails: &[&str]) -> Re
                 .add(Column::Email.is_in(emails.iter().copied())),
         )
         .order_by_asc(Column::Id);
-    let query = match db.get_database_backend() {
+    match backend {
         DbBackend::Postgres => query.lock(LockType::NoKeyUpdate),
         _ => query,
-    };
-    query.all(db).await
+    }
 }
 
 /// Creates leads (e-mail, name, status) and answers their ids by e-mail. A plain insert: a lead

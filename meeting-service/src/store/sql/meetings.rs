@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select, Statement,
     sea_query::{IntoColumnRef, OnConflict, Query, ReturningClause, SimpleExpr},
 };
 
@@ -19,14 +20,16 @@ use crate::{
 /// The batch's existing meetings, locked in invitee URI order on PostgreSQL (the sort comes
 /// before the lock, so rows are locked in that order).
 pub async fn lock(db: &impl ConnectionTrait, invitee_uris: &[&str]) -> Result<Vec<meeting::Model>, DbErr> {
+    lock_query(db.get_database_backend(), invitee_uris).all(db).await
+}
+
+pub(super) fn lock_query(backend: DbBackend, invitee_uris: &[&str]) -> Select<meeting::Entity> {
     lock_for_update(
         meeting::Entity::find()
             .filter(Column::CalendlyInviteeId.is_in(invitee_uris.iter().copied()))
             .order_by_asc(Column::CalendlyInviteeId),
-        db.get_database_backend(),
+        backend,
     )
-    .all(db)
-    .await
 }
 
 /// Every column but the id, in the order [`values`] gives them.
@@ -178,7 +181,34 @@ pub async fn latest_per_lead(
     if lead_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(latest_per_lead_statement(
+            db.get_database_backend(),
+            lead_ids,
+            except,
+        ))
+        .await?;
+    let mut latest = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let status: String = row.try_get("", "status")?;
+        let Some(status) = MeetingStatus::parse(&status) else {
+            continue;
+        };
+        latest.insert(
+            row.try_get::<i64>("", "lead_id")?,
+            LatestMeeting {
+                last_event_at: row.try_get("", "last_event_at")?,
+                invitee_uri: row.try_get("", "calendly_invitee_id")?,
+                status,
+            },
+        );
+    }
+    Ok(latest)
+}
+
+/// The builder has no `UNION ALL` of limited subqueries that SQLite accepts, so this one is
+/// written out; the text is the same for both dialects but for the placeholders.
+pub(super) fn latest_per_lead_statement(backend: DbBackend, lead_ids: &[i64], except: &[&str]) -> Statement {
     let mut sql = String::new();
     let mut values: Vec<sea_orm::Value> = Vec::new();
     for (n, lead_id) in lead_ids.iter().enumerate() {
@@ -203,36 +233,19 @@ pub async fn latest_per_lead(
               ORDER BY last_event_at DESC, calendly_invitee_id DESC LIMIT 1) AS latest_{n}"
         ));
     }
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?;
-    let mut latest = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let status: String = row.try_get("", "status")?;
-        let Some(status) = MeetingStatus::parse(&status) else {
-            continue;
-        };
-        latest.insert(
-            row.try_get::<i64>("", "lead_id")?,
-            LatestMeeting {
-                last_event_at: row.try_get("", "last_event_at")?,
-                invitee_uri: row.try_get("", "calendly_invitee_id")?,
-                status,
-            },
-        );
-    }
-    Ok(latest)
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 /// The ids of the meetings of these invitees.
 pub async fn ids(db: &impl ConnectionTrait, invitee_uris: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
-    let rows: Vec<(String, i64)> = meeting::Entity::find()
+    let rows: Vec<(String, i64)> = ids_query(invitee_uris).into_tuple().all(db).await?;
+    Ok(rows.into_iter().collect())
+}
+
+pub(super) fn ids_query(invitee_uris: &[&str]) -> Select<meeting::Entity> {
+    meeting::Entity::find()
         .select_only()
         .column(Column::CalendlyInviteeId)
         .column(Column::Id)
         .filter(Column::CalendlyInviteeId.is_in(invitee_uris.iter().copied()))
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().collect())
 }

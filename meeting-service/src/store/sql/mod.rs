@@ -12,7 +12,52 @@ pub mod leads;
 pub mod meetings;
 pub mod reminders;
 
-use sea_orm::{DbBackend, DbErr, sea_query::InsertStatement};
+use sea_orm::{DbBackend, DbErr, QueryTrait, Statement, sea_query::InsertStatement};
+
+/// Keys that a batch reads by: its invitee URIs and dedupe keys, the leads and meetings they lead
+/// to.
+pub struct ReadKeys<'a> {
+    pub invitee_uris: &'a [&'a str],
+    pub dedupe_keys: &'a [&'a str],
+    pub lead_ids: &'a [i64],
+    pub emails: &'a [&'a str],
+    pub meeting_ids: &'a [i64],
+}
+
+/// Every read an ingest batch makes, as it would run for `keys`, named: for checking their query
+/// plans (`tests/tests/api/query_plans.rs`).
+pub fn ingest_reads(backend: DbBackend, keys: &ReadKeys<'_>) -> Vec<(&'static str, Statement)> {
+    vec![
+        (
+            "lock the batch's meetings",
+            meetings::lock_query(backend, keys.invitee_uris).build(backend),
+        ),
+        (
+            "the invitees' histories",
+            inbox::histories_query(keys.invitee_uris).build(backend),
+        ),
+        (
+            "lock the leads",
+            leads::lock_query(backend, keys.lead_ids, keys.emails).build(backend),
+        ),
+        (
+            "each lead's latest other meeting",
+            meetings::latest_per_lead_statement(backend, keys.lead_ids, keys.invitee_uris),
+        ),
+        (
+            "lock the reminders",
+            reminders::lock_query(backend, keys.meeting_ids).build(backend),
+        ),
+        (
+            "duplicates' originals",
+            inbox::by_keys_query(keys.dedupe_keys).build(backend),
+        ),
+        (
+            "duplicates' meetings",
+            meetings::ids_query(keys.invitee_uris).build(backend),
+        ),
+    ]
+}
 
 /// Adds one row to a multi-row insert.
 fn add_row<const N: usize>(

@@ -1,7 +1,7 @@
 //! `meeting_reminders`: the reminders of a batch's meetings, locked, inserted and rewritten.
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, Select,
     sea_query::{Expr, ExprTrait, OnConflict, Query, SimpleExpr},
 };
 
@@ -18,14 +18,16 @@ pub async fn lock(db: &impl ConnectionTrait, meeting_ids: &[i64]) -> Result<Vec<
     if meeting_ids.is_empty() {
         return Ok(Vec::new());
     }
+    lock_query(db.get_database_backend(), meeting_ids).all(db).await
+}
+
+pub(super) fn lock_query(backend: DbBackend, meeting_ids: &[i64]) -> Select<meeting_reminder::Entity> {
     lock_for_update(
         meeting_reminder::Entity::find()
             .filter(Column::MeetingId.is_in(meeting_ids.iter().copied()))
             .order_by_asc(Column::Id),
-        db.get_database_backend(),
+        backend,
     )
-    .all(db)
-    .await
 }
 
 const COLUMNS: [Column; 12] = [
