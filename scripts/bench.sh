@@ -20,10 +20,31 @@
 #   - where the time goes: the adapter's HTTP histogram against the meeting service's gRPC
 #     histogram (from /metrics), and a perf cpu-clock profile when perf can sample.
 # The measured databases are pre-loaded with BENCH_PRELOAD meetings (three reminders and one inbox
-# row each) first. PostgreSQL: database calendly_bench on 127.0.0.1:5432, created fresh and dropped
+# row each) and as many leads, half of the meetings linked to the first 1,000 leads (100 meetings
+# each), then analysed; half of the generated bookings carry one of those leads' e-mails.
+#
+#   scripts/bench.sh --baseline <commit>
+#
+# compares the release build of this tree against one of <commit> (built in its own worktree and
+# target directory under target/bench-baseline/), in one run: for each backend, each build gets a
+# database of its own, pre-loaded alike; then, BENCH_RUNS times, each build in turn (alternating
+# which goes first) is started fresh and measured: created deliveries at c=64, the realistic mix
+# with 10% duplicates at c=64, created at c=1; throughput, p50/p99, 503s, CPU per delivery of the
+# service process and of every PostgreSQL process, peak RSS. On PostgreSQL, pgbench runs the
+# baseline's per-delivery statement sequence as a ceiling. The summary gives medians and the ratio
+# new/baseline (target/bench/<time>/ab-summary.md). PostgreSQL: database calendly_bench on 127.0.0.1:5432, created fresh and dropped
 # at the end. Results: target/bench/<time>/ (results.tsv, summary.md, loadgen JSON, logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+BASELINE=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --baseline) BASELINE="$2"; shift ;;
+    *) echo "usage: $0 [--baseline <commit>]" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
   # shellcheck disable=SC1091
@@ -208,9 +229,13 @@ preload_postgres() {
   local started; started=$(date +%s)
   psql "$PG_URL" -q -v ON_ERROR_STOP=1 -v n="$PRELOAD" <<'SQL'
 BEGIN;
+INSERT INTO leads (email, name, status, created_at, updated_at)
+SELECT 'lead' || g || '@example.com', 'Lead ' || g, 'meeting_scheduled', now(), now()
+FROM generate_series(1, :n) g;
 INSERT INTO meetings (lead_id, calendly_event_id, calendly_invitee_id, meeting_name, start_time, end_time,
   status, invitee_email, invitee_name, invitee_timezone, no_show, last_event_at, created_at, updated_at)
-SELECT NULL, 'https://api.calendly.com/scheduled_events/history-' || g,
+SELECT CASE WHEN g % 2 = 0 THEN (SELECT min(id) FROM leads) + (g / 2) % 1000 END,
+  'https://api.calendly.com/scheduled_events/history-' || g,
   'https://api.calendly.com/scheduled_events/history-' || g || '/invitees/history-' || g,
   '30 Minute Discovery Call', ts, ts + interval '30 minutes',
   CASE WHEN g % 10 = 0 THEN 'canceled' ELSE 'scheduled' END,
@@ -254,14 +279,19 @@ iso = lambda t: t.isoformat()
 offsets = [("24h", dt.timedelta(hours=24)), ("1h", dt.timedelta(hours=1)), ("15min", dt.timedelta(minutes=15))]
 db.execute("BEGIN")
 for g in range(1, n + 1):
+    db.execute("INSERT INTO leads (email, name, status, created_at, updated_at) VALUES (?,?,?,?,?)",
+               (f"lead{g}@example.com", f"Lead {g}", "meeting_scheduled", iso(now), iso(now)))
+first_lead = db.execute("SELECT min(id) FROM leads").fetchone()[0]
+for g in range(1, n + 1):
     start = now + dt.timedelta(hours=(g % 20000) - 10000)
     uri = f"https://api.calendly.com/scheduled_events/history-{g}/invitees/history-{g}"
     status = "canceled" if g % 10 == 0 else "scheduled"
     cur = db.execute(
         "INSERT INTO meetings (lead_id, calendly_event_id, calendly_invitee_id, meeting_name, start_time,"
         " end_time, status, invitee_email, invitee_name, invitee_timezone, no_show, last_event_at,"
-        " created_at, updated_at) VALUES (NULL,?,?,?,?,?,?,?,?,?,0,?,?,?)",
-        (f"https://api.calendly.com/scheduled_events/history-{g}", uri, "30 Minute Discovery Call",
+        " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?)",
+        (first_lead + (g // 2) % 1000 if g % 2 == 0 else None,
+         f"https://api.calendly.com/scheduled_events/history-{g}", uri, "30 Minute Discovery Call",
          iso(start), iso(start + dt.timedelta(minutes=30)), status, f"history{g}@example.com",
          f"History {g}", "Europe/London", iso(now), iso(now), iso(now)))
     meeting = cur.lastrowid
@@ -289,6 +319,11 @@ EOF
 
 # --- The databases' own ceilings ----------------------------------------------------------------
 pgbench_ceiling() {
+  pgbench_scripts
+  pgbench_runs
+}
+
+pgbench_scripts() {
   # The brief's transaction: inbox row, meeting, three reminders, commit.
   cat >"$OUT/pgbench-writes.sql" <<'SQL'
 BEGIN;
@@ -313,6 +348,9 @@ INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, 
 INSERT INTO meeting_reminders (meeting_id, reminder_type, scheduled_time, sent, state, attempts, created_at, updated_at) VALUES (:mid, '15min', now() + interval '7 days' - interval '15 minutes', false, 'pending', 0, now(), now());
 COMMIT;
 SQL
+}
+
+pgbench_runs() {
   for script in writes service-sequence; do
     for clients in 64 10; do
       for run in $(seq 1 "$RUNS"); do
@@ -400,6 +438,160 @@ def mean(name):
 print(f'{mean("calendly_http_request_duration_seconds"):.2f} {mean("calendly_grpc_request_duration_seconds"):.2f}')
 EOF
 }
+
+# --- A/B against a baseline commit (--baseline) ----------------------------------------------------
+build_baseline() {
+  local sha; sha=$(git rev-parse --short "$BASELINE")
+  BASE_SRC="$(pwd)/target/bench-baseline/src-$sha"
+  if [ ! -d "$BASE_SRC" ]; then
+    mkdir -p target/bench-baseline
+    git worktree add --detach -f "$BASE_SRC" "$BASELINE" >/dev/null
+  fi
+  log "building the baseline $sha (release) in target/bench-baseline"
+  (cd "$BASE_SRC" && CARGO_TARGET_DIR="$(cd .. && pwd)/target" cargo build --release -q -p tests --bin local)
+  BASE_BIN="$(pwd)/target/bench-baseline/target/release"
+  echo "baseline: $sha" >>"$OUT/machine.txt"
+}
+
+pg_ticks() { # utime + stime of every PostgreSQL process, in clock ticks
+  local total=0 pid
+  for pid in $(pgrep -x postgres); do
+    total=$(( total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+
+# ab_measure BUILD BACKEND WHAT CONCURRENCY RUN LOADGEN-ARGS...
+ab_measure() {
+  local build="$1" backend="$2" what="$3" conc="$4" run="$5"; shift 5
+  wait_quiet
+  local s0 p0 s1 p1 unavailable service_us pg_us
+  s0=$(cpu_ticks "$SERVICE_PID"); p0=$(pg_ticks)
+  loadgen_run "ab-$build-$backend-$what-c$conc-$run" -c "$conc" "$@"
+  s1=$(cpu_ticks "$SERVICE_PID"); p1=$(pg_ticks)
+  unavailable=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['statuses'].get('503', 0))" \
+    "$OUT/ab-$build-$backend-$what-c$conc-$run.json")
+  service_us=$(python3 -c "print(round(($s1 - $s0) / $CLK_TCK / max($ACKED, 1) * 1e6))")
+  pg_us=$(python3 -c "print(round(($p1 - $p0) / $CLK_TCK / max($ACKED, 1) * 1e6))")
+  [ "$backend" = sqlite ] && pg_us=0
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$backend" "$what" "$conc" "$run" \
+    "$ACKPS" "$P50" "$P99" "$unavailable" "$service_us" "$pg_us" "$LOAD" >>"$OUT/ab.tsv"
+  log "$build $backend $what c=$conc run $run: $ACKPS acked/s p50 $P50 p99 $P99 ms, 503s $unavailable," \
+    "CPU/delivery service ${service_us} µs, PostgreSQL ${pg_us} µs (load $LOAD)"
+}
+
+# ab_database BUILD BACKEND: sets DB_URL (and SQLITE_FILE or PG_URL) to that build's database.
+ab_database() {
+  if [ "$2" = sqlite ]; then
+    SQLITE_FILE="$OUT/bench-$1.db"; DB_URL="sqlite://$SQLITE_FILE?mode=rwc"
+  else
+    PG_URL="${PG_ADMIN%/*}/${PG_DB}_$1"; DB_URL="$PG_URL"
+  fi
+}
+
+# ab_start BUILD NAME: that build's one-process binary on DB_URL.
+ab_start() {
+  local saved="$BIN"
+  [ "$1" = baseline ] && BIN="$BASE_BIN"
+  start_local "$2" "$DB_URL"
+  BIN="$saved"
+}
+
+ab_compare() {
+  build_baseline
+  printf 'build\tbackend\twhat\tc\trun\tdeliveries_per_s\tp50_ms\tp99_ms\tunavailable\tservice_cpu_us\tpg_cpu_us\tload1\n' \
+    >"$OUT/ab.tsv"
+  : >"$OUT/ab-memory.tsv"
+  local leads=(--lead-share 0.5 --lead-pool 1000)
+  for backend in $BACKENDS; do
+    for build in baseline new; do
+      ab_database "$build" "$backend"
+      if [ "$backend" = postgres ]; then
+        psql "$PG_ADMIN" -qAtc "DROP DATABASE IF EXISTS ${PG_DB}_$build WITH (FORCE)" >/dev/null
+        psql "$PG_ADMIN" -qAtc "CREATE DATABASE ${PG_DB}_$build" >/dev/null
+      fi
+      # Each build's own migrations create its schema; then the same history goes in.
+      ab_start "$build" "ab-migrate-$build-$backend"
+      stop_pid "$SERVICE_PID"
+      if [ "$PRELOAD" -gt 0 ]; then "preload_$backend"; fi
+    done
+    for run in $(seq 1 "$RUNS"); do
+      local order="baseline new"
+      [ $(( run % 2 )) = 0 ] && order="new baseline"
+      for build in $order; do
+        ab_database "$build" "$backend"
+        ab_start "$build" "ab-$build-$backend-$run"
+        loadgen_run "ab-warmup-$build-$backend-$run" -c 16 -n 1000 "${leads[@]}"
+        ab_measure "$build" "$backend" created 64 "$run" --mix created -n "$N" "${leads[@]}"
+        ab_measure "$build" "$backend" realistic-dup10 64 "$run" --mix realistic --duplicates 0.1 -n "$N" "${leads[@]}"
+        ab_measure "$build" "$backend" created 1 "$run" --mix created -n $(( N / 8 )) "${leads[@]}"
+        printf '%s\t%s\t%s\t%s\n' "$build" "$backend" "$run" "$(rss_kib "$SERVICE_PID" VmHWM)" >>"$OUT/ab-memory.tsv"
+        stop_pid "$SERVICE_PID"
+      done
+      if [ "$backend" = postgres ]; then
+        # The baseline's per-delivery statement sequence, issued directly (pgbench_ceiling's script),
+        # on the baseline's database.
+        ab_database baseline postgres
+        wait_quiet
+        pgbench -n -M prepared -f "$OUT/pgbench-service-sequence.sql" -c 64 -j 2 -T "$CEILING_SECS" "$PG_URL" \
+          >"$OUT/ab-pgbench-$run.txt" 2>&1 || log "pgbench failed: $OUT/ab-pgbench-$run.txt"
+        local tps; tps=$(awk '/^tps = / {print $3; exit}' "$OUT/ab-pgbench-$run.txt")
+        printf 'pgbench\tpostgres\tservice-sequence\t64\t%s\t%s\t\t\t\t\t\t%s\n' "$run" "$tps" "$LOAD" >>"$OUT/ab.tsv"
+        log "pgbench, the service's statement sequence, c=64 run $run: $tps tx/s"
+      fi
+    done
+    if [ "$backend" = postgres ]; then
+      for build in baseline new; do
+        psql "$PG_ADMIN" -qAtc "DROP DATABASE IF EXISTS ${PG_DB}_$build WITH (FORCE)" >/dev/null
+      done
+    fi
+  done
+  python3 - "$OUT/ab.tsv" "$OUT/ab-memory.tsv" >"$OUT/ab-summary.md" <<'EOF'
+import collections, csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+groups = collections.defaultdict(list)
+for r in rows:
+    groups[(r["backend"], r["what"], r["c"], r["build"])].append(r)
+def med(rs, key):
+    vals = [float(r[key]) for r in rs if r[key] not in ("", None)]
+    return statistics.median(vals) if vals else float("nan")
+print("| backend | workload | c | figure | baseline | new | new / baseline |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for backend, what, c in sorted({k[:3] for k in groups if k[3] != "pgbench"}):
+    base = groups.get((backend, what, c, "baseline"), [])
+    new = groups.get((backend, what, c, "new"), [])
+    for figure, key in [("deliveries/s", "deliveries_per_s"), ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"),
+                        ("503 answers", "unavailable"), ("service CPU µs/delivery", "service_cpu_us"),
+                        ("PostgreSQL CPU µs/delivery", "pg_cpu_us")]:
+        if backend == "sqlite" and key == "pg_cpu_us":
+            continue
+        b, n = med(base, key), med(new, key)
+        ratio = f"{n / b:.2f}×" if b else "n/a"
+        print(f"| {backend} | {what} | {c} | {figure} | {b:,.1f} | {n:,.1f} | {ratio} |")
+pg = groups.get(("postgres", "service-sequence", "64", "pgbench"), [])
+if pg:
+    ceiling = med(pg, "deliveries_per_s")
+    new = med(groups.get(("postgres", "created", "64", "new"), []), "deliveries_per_s")
+    print(f"| postgres | pgbench: the baseline's per-delivery statements | 64 | tx/s vs new deliveries/s "
+          f"| {ceiling:,.1f} | {new:,.1f} | {new / ceiling:.2f}× |")
+mem = collections.defaultdict(list)
+for line in open(sys.argv[2]):
+    build, backend, run, kib = line.rstrip("\n").split("\t")
+    mem[(backend, build)].append(int(kib))
+for backend in sorted({b for b, _ in mem}):
+    b, n = max(mem.get((backend, "baseline"), [0])), max(mem.get((backend, "new"), [0]))
+    print(f"| {backend} | peak RSS, one-process binary, all runs | - | MiB | {b / 1024:.1f} | {n / 1024:.1f} | {n / b:.2f}× |")
+EOF
+  cat "$OUT/ab-summary.md"
+  git worktree remove --force "$BASE_SRC" >/dev/null 2>&1 || true
+  log "results in $OUT"
+}
+
+if [ -n "$BASELINE" ]; then
+  pgbench_scripts
+  ab_compare
+  exit 0
+fi
 
 # --- The runs -----------------------------------------------------------------------------------
 psql "$PG_ADMIN" -qAtc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null

@@ -46,7 +46,14 @@ pub async fn track(mut request: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let method = request.method().clone();
     request.extensions_mut().insert(TrackingId(tracking_id.clone()));
-    let span = tracing::info_span!("http", tracking_id = %tracking_id, %method, route = %route);
+    // `client` is filled in by the handlers that work out the client's address.
+    let span = tracing::info_span!(
+        "http",
+        tracking_id = %tracking_id,
+        %method,
+        route = %route,
+        client = tracing::field::Empty
+    );
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
 

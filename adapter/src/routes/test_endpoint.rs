@@ -59,7 +59,8 @@ pub async fn receive(
     }
     let client = client_ip(peer, &headers, &state.config.trusted_proxies);
     let allowance = state.take_allowance(&state.test_limiter, client)?;
-    tracing::info!(%client, "manual Calendly event processing test initiated");
+    tracing::Span::current().record("client", tracing::field::display(client));
+    tracing::info!("manual Calendly event processing test initiated");
     reject_declared_oversize(&headers)?;
     require_json(&headers)?;
     let body = read_body(&headers, body, state.config.request_read_timeout).await?;

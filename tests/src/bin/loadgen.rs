@@ -102,6 +102,12 @@ struct SendArgs {
     /// Fraction of requests with a body over 1 MiB (expected 413, never stored).
     #[arg(long, default_value_t = 0.0)]
     oversized: f64,
+    /// Fraction of bookings whose invitee has a pre-loaded lead's e-mail (`lead<k>@example.com`).
+    #[arg(long, default_value_t = 0.0)]
+    lead_share: f64,
+    /// How many pre-loaded leads those e-mails are drawn from (k in 1..=N).
+    #[arg(long, default_value_t = 200_000)]
+    lead_pool: usize,
     /// Send every delivery this many times at once (a duplicate storm).
     #[arg(long, default_value_t = 1)]
     copies: u32,
@@ -231,6 +237,8 @@ async fn run_load(args: SendArgs) -> anyhow::Result<i32> {
         oversized: args.oversized,
         copies: args.copies,
         seed,
+        lead_share: args.lead_share,
+        lead_pool: args.lead_pool,
     });
     let planned = workload.planned_requests();
     let run_id = workload.run_id.clone();

@@ -89,6 +89,8 @@ pub async fn run(
         oversized: 0.0,
         copies: 1,
         seed: rand::random(),
+        lead_share: 0.0,
+        lead_pool: 1,
     });
     let mut bodies = workload.deliveries.iter().map(|d| d.body.as_ref().clone());
 

@@ -91,6 +91,10 @@ pub struct Options {
     pub oversized: f64,
     pub copies: u32,
     pub seed: u64,
+    /// Fraction of bookings whose invitee has the e-mail of a pre-loaded lead
+    /// (`lead<k>@example.com`, k in 1..=`lead_pool`), so their meetings link to it.
+    pub lead_share: f64,
+    pub lead_pool: usize,
 }
 
 pub struct Workload {
@@ -107,6 +111,8 @@ impl Workload {
         let mut builder = Builder {
             run_id: run_id.clone(),
             rng,
+            lead_share: options.lead_share.clamp(0.0, 1.0),
+            lead_pool: options.lead_pool.max(1),
             deliveries: Vec::new(),
             slots: Vec::new(),
             sequence: 0,
@@ -218,6 +224,8 @@ pub fn implied_status(effects: &[Effect]) -> &'static str {
 struct Builder {
     run_id: String,
     rng: StdRng,
+    lead_share: f64,
+    lead_pool: usize,
     deliveries: Vec<Delivery>,
     slots: Vec<(f64, Job)>,
     sequence: i64,
@@ -237,9 +245,14 @@ impl Builder {
 
     fn identity(&mut self, local_part: &str) -> Identity {
         let invitee = self.uuid();
+        let email = if self.lead_share > 0.0 && self.rng.random_bool(self.lead_share) {
+            format!("lead{}@example.com", self.rng.random_range(1..=self.lead_pool))
+        } else {
+            format!("{local_part}+{}@example.com", &invitee[..18])
+        };
         Identity {
             event: self.uuid(),
-            email: format!("{local_part}+{}@example.com", &invitee[..18]),
+            email,
             invitee,
         }
     }
@@ -479,6 +492,8 @@ mod tests {
             oversized: 0.01,
             copies: 1,
             seed: 7,
+            lead_share: 0.5,
+            lead_pool: 10,
         }
     }
 
