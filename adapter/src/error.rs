@@ -109,6 +109,9 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` on a 503: nothing was stored and the meeting service is expected back soon.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: &str = "5";
+
 /// Seconds for `Retry-After`, rounded up: a client that waits that long is let in.
 fn whole_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
@@ -129,6 +132,12 @@ impl From<ParseError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status().into_response();
+        if let Self::MeetingServiceUnavailable = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER_SECS),
+            );
+        }
         if let Self::RateLimited(throttled) = &self {
             let seconds = whole_seconds(throttled.retry_after).to_string();
             let headers = response.headers_mut();

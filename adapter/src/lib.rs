@@ -5,7 +5,8 @@
 //!
 //! Layout: `config`, `startup` (router and layers), `routes/` (one file per endpoint),
 //! `signature`, `calendly` (payload types, JSON → protobuf), `client_ip`, `rate_limit`,
-//! `meeting_client` (gRPC), `tracking` (tracking id middleware), `error`.
+//! `meeting_client` (gRPC), `upstream` (fail-fast while the meeting service is down), `tracking`
+//! (tracking id middleware), `error`.
 
 pub mod calendly;
 pub mod calendly_api;
@@ -20,6 +21,7 @@ pub mod routes;
 pub mod signature;
 pub mod startup;
 pub mod tracking;
+pub mod upstream;
 
 use std::{net::IpAddr, sync::Arc, time::Instant};
 

@@ -1,7 +1,9 @@
 //! The adapter's gRPC client for the meeting service: tracking id and bearer token in the
-//! metadata, a deadline on every call, and a deliberate mapping of gRPC codes to HTTP answers.
+//! metadata, a deadline on every call, fail-fast while the meeting service is known to be down
+//! ([`crate::upstream`]), and the one place where a failed call becomes an HTTP answer
+//! ([`api_error`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proto::v1::{
     CalendlyEvent, IngestCalendlyEventRequest, IngestCalendlyEventResponse, Source,
@@ -16,7 +18,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::error::ApiError;
+use crate::{error::ApiError, upstream::Upstream};
 
 #[derive(Clone)]
 pub struct MeetingClient {
@@ -24,6 +26,7 @@ pub struct MeetingClient {
     health: HealthClient<Channel>,
     authorization: Option<AsciiMetadataValue>,
     timeout: Duration,
+    upstream: Upstream,
 }
 
 impl MeetingClient {
@@ -43,7 +46,15 @@ impl MeetingClient {
             health: HealthClient::new(channel),
             authorization,
             timeout,
+            upstream: Upstream::default(),
         })
+    }
+
+    /// Follows the meeting service's health for fail-fast; run it as a task for the adapter's life.
+    pub fn follow_health(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.upstream
+            .clone()
+            .follow(self.health.clone(), proto::MEETING_SERVICE_NAME.to_owned())
     }
 
     fn request<T>(&self, message: T, tracking_id: &str) -> Request<T> {
@@ -77,12 +88,24 @@ impl MeetingClient {
             },
             tracking_id,
         );
-        self.api
-            .clone()
-            .ingest_calendly_event(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| api_error(&status))
+        if let Err(refusal) = self.upstream.admit(Instant::now()) {
+            tracing::warn!(?refusal, "meeting service known to be down; not called");
+            metrics::counter!("calendly_meeting_service_fast_failures_total").increment(1);
+            return Err(ApiError::MeetingServiceUnavailable);
+        }
+        match self.api.clone().ingest_calendly_event(request).await {
+            Ok(response) => {
+                self.upstream.succeeded();
+                Ok(response.into_inner())
+            }
+            Err(status) => {
+                let error = api_error(&status);
+                if matches!(error, ApiError::MeetingServiceUnavailable) {
+                    self.upstream.failed_transiently(Instant::now());
+                }
+                Err(error)
+            }
+        }
     }
 
     /// The meeting service's own health answer for its API, or why there is none.
@@ -102,14 +125,43 @@ impl MeetingClient {
 }
 
 /// gRPC outcome → HTTP answer. Calendly retries anything that is not 2xx, so a 5xx is the right
-/// answer exactly when nothing was stored and a later try may succeed.
+/// answer exactly when nothing was stored and a later try may succeed; 503 says so, 500 is kept
+/// for what needs fixing.
+///
+/// Classified by cause first: a status that did not come from the meeting service's answer (the
+/// client made it from a transport error: refused or reset connection, a server that died
+/// mid-call) is transient whatever its code. The meeting service itself never answers `UNKNOWN`,
+/// so that code means no answer from it either.
 pub fn api_error(status: &Status) -> ApiError {
-    let error = match status.code() {
+    let error = if from_transport(status) {
+        ApiError::MeetingServiceUnavailable
+    } else {
+        by_code(status)
+    };
+    tracing::error!(
+        grpc_code = ?status.code(),
+        grpc_message = status.message(),
+        transport = from_transport(status),
+        "meeting service call failed"
+    );
+    error
+}
+
+/// Whether the client made `status` from an error of its own (it carries that error as its
+/// source) rather than decoding it from the meeting service's answer.
+fn from_transport(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+/// The answer for a status the meeting service sent.
+fn by_code(status: &Status) -> ApiError {
+    match status.code() {
         Code::Unavailable
         | Code::DeadlineExceeded
         | Code::ResourceExhausted
         | Code::Aborted
-        | Code::Cancelled => ApiError::MeetingServiceUnavailable,
+        | Code::Cancelled
+        | Code::Unknown => ApiError::MeetingServiceUnavailable,
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
             ApiError::Rejected(status.message().to_owned())
         }
@@ -121,12 +173,9 @@ pub fn api_error(status: &Status) -> ApiError {
         | Code::AlreadyExists
         | Code::Unimplemented
         | Code::Internal
-        | Code::Unknown
         | Code::DataLoss
         | Code::Ok => ApiError::Internal,
-    };
-    tracing::error!(grpc_code = ?status.code(), grpc_message = status.message(), "meeting service call failed");
-    error
+    }
 }
 
 #[cfg(test)]
@@ -221,7 +270,8 @@ mod tests {
             | Code::DeadlineExceeded
             | Code::ResourceExhausted
             | Code::Aborted
-            | Code::Cancelled => (StatusCode::SERVICE_UNAVAILABLE, "MEETING_SERVICE_UNAVAILABLE"),
+            | Code::Cancelled
+            | Code::Unknown => (StatusCode::SERVICE_UNAVAILABLE, "MEETING_SERVICE_UNAVAILABLE"),
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "EVENT_REJECTED")
             }
@@ -231,6 +281,26 @@ mod tests {
             let error = api_error(&Status::new(code, "event.event_name"));
             assert_eq!((error.status(), error.code()), expected(code), "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_status_made_from_a_transport_error_is_transient_whatever_its_code() {
+        for code in [Code::Unknown, Code::Internal, Code::Cancelled] {
+            let mut status = Status::new(code, "transport error");
+            status.set_source(std::sync::Arc::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            )));
+            assert_eq!(
+                api_error(&status).status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{code:?} from a reset connection"
+            );
+        }
+        assert_eq!(
+            api_error(&Status::internal("internal error")).status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the meeting service's own INTERNAL is a bug to fix"
+        );
     }
 
     #[test]

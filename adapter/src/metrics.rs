@@ -6,6 +6,14 @@
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 pub fn describe() {
+    describe_gauge!(
+        "calendly_meeting_service_serving",
+        "1 while the meeting service's health stream says SERVING, else 0."
+    );
+    describe_counter!(
+        "calendly_meeting_service_fast_failures_total",
+        "Deliveries answered 503 at once, without calling the meeting service, because it was known to be down."
+    );
     describe_counter!(
         "calendly_deliveries_total",
         "Deliveries the meeting service stored, by event kind and outcome (processed, duplicate, ignored, failed)."

@@ -87,12 +87,14 @@ pub async fn run(
     let header_timeout = config.request_read_timeout;
     let state = state(config)?;
     let pruner = tokio::spawn(prune_limiters(state.clone()));
+    let health_follower = tokio::spawn(state.meeting_client.follow_health());
     let addr = listener
         .local_addr()
         .context("reading the HTTP listener address")?;
     tracing::info!(%addr, "adapter listening (HTTP)");
     let served = serve(listener, router(state), shutdown, header_timeout, grace).await;
     pruner.abort();
+    health_follower.abort();
     tracing::info!("adapter stopped");
     served
 }

@@ -88,7 +88,7 @@ impl Config {
             reminder_offsets,
             create_leads_for_unknown_invitees: flag(lookup, "CREATE_LEADS_FOR_UNKNOWN_INVITEES", false)?,
             raw_body_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
-            health_check_interval: seconds(lookup, "HEALTH_CHECK_INTERVAL_SECS", Duration::from_secs(5))?,
+            health_check_interval: seconds(lookup, "HEALTH_CHECK_INTERVAL_SECS", Duration::from_secs(1))?,
             shutdown_grace: seconds(lookup, "SHUTDOWN_GRACE_SECS", Duration::from_secs(20))?,
             ingest_batch: BatchSettings {
                 max: batch_max,

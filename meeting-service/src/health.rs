@@ -1,7 +1,11 @@
 //! gRPC health: SERVING while the database answers, NOT_SERVING while it does not.
 //!
-//! Both the whole server (`""`) and `calendly.meetings.v1.MeetingService` are reported, checked
-//! every interval. Kubernetes readiness should probe the named service; liveness should probe
+//! Both the whole server (`""`) and `calendly.meetings.v1.MeetingService` are reported. The
+//! database is probed every interval (`HEALTH_CHECK_INTERVAL_SECS`, default 1 s), with a short
+//! timeout so a database that stopped answering counts as down at once; while it is down, four
+//! times a second, so recovery shows within a quarter of a second. An operation that loses its
+//! connection flips health at once ([`crate::store::DatabaseState::lost`]) without waiting for
+//! the next probe. Kubernetes readiness should probe the named service; liveness should probe
 //! something that does not depend on the database, so an outage does not restart every pod.
 
 use std::time::Duration;
@@ -13,6 +17,12 @@ use crate::store::Store;
 
 /// A pending reminder this long past its time means no dispatcher is keeping up.
 const OVERDUE_AFTER: Duration = Duration::from_secs(300);
+/// A database that takes longer than this to answer `SELECT 1` is not serving.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often overdue reminders are counted (a gauge, not a probe).
+const OVERDUE_COUNT_INTERVAL: Duration = Duration::from_secs(15);
+/// How often a database that is down is probed for its recovery.
+const RECOVERY_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 pub async fn watch_database(
     store: Store,
@@ -21,9 +31,17 @@ pub async fn watch_database(
     stop: CancellationToken,
 ) {
     let mut last = None;
+    let mut last_overdue_count = None;
     loop {
-        let serving = store.ping().await;
-        if serving {
+        let serving = tokio::time::timeout(PROBE_TIMEOUT, store.ping())
+            .await
+            .unwrap_or(false);
+        store.database().set_up(serving);
+        if serving
+            && last_overdue_count
+                .is_none_or(|at: tokio::time::Instant| at.elapsed() >= OVERDUE_COUNT_INTERVAL)
+        {
+            last_overdue_count = Some(tokio::time::Instant::now());
             match store.overdue_reminders(OVERDUE_AFTER, chrono::Utc::now()).await {
                 Ok(overdue) => metrics::gauge!("calendly_reminders_overdue").set(overdue as f64),
                 Err(error) => tracing::warn!(%error, "counting overdue reminders failed"),
@@ -46,9 +64,15 @@ pub async fn watch_database(
             }
             last = Some(serving);
         }
+        let wait = if serving {
+            interval
+        } else {
+            interval.min(RECOVERY_PROBE_INTERVAL)
+        };
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(wait) => {}
+            () = store.database().wait_for_loss() => {}
         }
     }
 }

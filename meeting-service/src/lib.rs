@@ -69,7 +69,11 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
-    let (ingestor, writers) = Ingestor::start(store.clone(), config.ingest_batch, config.database_max_connections);
+    let (ingestor, writers) = Ingestor::start(
+        store.clone(),
+        config.ingest_batch,
+        config.database_max_connections,
+    );
     let drain = drain::Drain::default();
     let api = tonic::service::interceptor::InterceptedService::new(
         drain.wrap(MeetingServiceServer::new(grpc::MeetingApi::new(

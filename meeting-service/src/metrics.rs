@@ -21,6 +21,10 @@ pub fn describe() {
         "Time an event waited in the ingest queue before its batch began."
     );
     describe_counter!(
+        "calendly_db_fast_failures_total",
+        "Operations answered UNAVAILABLE at once because the database was known to be down, by operation."
+    );
+    describe_counter!(
         "calendly_db_retries_total",
         "Database transactions retried after a transient error, by operation."
     );

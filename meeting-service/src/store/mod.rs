@@ -21,7 +21,14 @@ pub mod reminders;
 pub mod retry;
 pub mod sql;
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -53,11 +60,57 @@ pub struct StoreSettings {
 pub struct Store {
     db: DatabaseConnection,
     settings: StoreSettings,
+    database: DatabaseState,
+}
+
+/// Whether the database is known to answer: set by the health probe, cleared at once by any
+/// operation that loses its connection. While it is down, operations fail fast with
+/// `Unavailable` instead of each waiting for the pool.
+#[derive(Clone, Default)]
+pub struct DatabaseState(Arc<DatabaseFlags>);
+
+#[derive(Default)]
+struct DatabaseFlags {
+    down: AtomicBool,
+    lost: tokio::sync::Notify,
+}
+
+impl DatabaseState {
+    pub fn is_up(&self) -> bool {
+        !self.0.down.load(Ordering::Acquire)
+    }
+
+    /// The probe's verdict.
+    pub fn set_up(&self, up: bool) {
+        self.0.down.store(!up, Ordering::Release);
+    }
+
+    /// An operation lost its connection: down until the probe sees it answer again, which it is
+    /// woken to check now.
+    pub fn lost(&self) {
+        if !self.0.down.swap(true, Ordering::AcqRel) {
+            self.0.lost.notify_one();
+        }
+    }
+
+    /// Resolves when [`DatabaseState::lost`] is called.
+    pub async fn wait_for_loss(&self) {
+        self.0.lost.notified().await;
+    }
 }
 
 impl Store {
     pub fn new(db: DatabaseConnection, settings: StoreSettings) -> Self {
-        Self { db, settings }
+        Self {
+            db,
+            settings,
+            database: DatabaseState::default(),
+        }
+    }
+
+    /// Whether the database is known to answer, and the means to say otherwise.
+    pub fn database(&self) -> &DatabaseState {
+        &self.database
     }
 
     pub fn connection(&self) -> &DatabaseConnection {

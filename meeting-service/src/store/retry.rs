@@ -69,8 +69,20 @@ impl Store {
         let policy = self.settings.retry;
         let mut tries = 1;
         loop {
+            if !self.database.is_up() {
+                // Known down: answer now rather than wait for the pool; the caller retries later.
+                metrics::counter!("calendly_db_fast_failures_total", "operation" => operation).increment(1);
+                return Err(ServiceError::Unavailable(DbErr::Custom(
+                    "the database is unreachable (health probe)".into(),
+                )));
+            }
             match attempt().instrument(tracing::Span::current()).await {
                 Ok(value) => return Ok(value),
+                Err(error) if is_connection_lost(&error) => {
+                    self.database.lost();
+                    tracing::error!(operation, error = %error, "database connection lost; failing fast until it answers");
+                    return Err(ServiceError::from_db(error));
+                }
                 Err(error) if is_transient(&error) && tries < policy.max_attempts => {
                     let delay = policy.delay_after(tries);
                     tracing::warn!(operation, attempt = tries, ?delay, error = %error, "transient database error; retrying");
@@ -84,6 +96,28 @@ impl Store {
                 }
             }
         }
+    }
+}
+
+/// Whether the error says the database itself cannot be reached (rather than that this one
+/// transaction lost a race): the connection or the pool failed, or the server is shutting down.
+pub fn is_connection_lost(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx_error)) | DbErr::Query(RuntimeErr::SqlxError(sqlx_error)) => {
+            match sqlx_error.as_ref() {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => {
+                    let code = db.code().unwrap_or_default();
+                    code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+                }
+                _ => false,
+            }
+        }
+        _ => false,
     }
 }
 

@@ -53,6 +53,6 @@ pub async fn wait_for(addr: &str, service: &str, expected: &str, wait: Duration)
             println!("gave up after {wait:?}: still {last}, expected {expected}");
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

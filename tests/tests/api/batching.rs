@@ -15,9 +15,8 @@ use proto::v1::{IngestCalendlyEventRequest, Outcome, Source};
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder, Set, TransactionTrait,
 };
-use tests::binaries::workspace_binary;
 
-use crate::helpers::{Backend, INTERNAL_TOKEN, TestDatabase, booking, fixture, json, spawn_app};
+use crate::helpers::{Backend, MeetingServiceProcess, TestDatabase, booking, fixture, json, spawn_app};
 
 const INVITEE: &str = "https://api.calendly.com/scheduled_events/e0d1c2b3-a495-4867-8f9e-0a1b2c3d4e5f/invitees/1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
 
@@ -330,76 +329,6 @@ async fn sixty_four_concurrent_deliveries_share_transactions_and_get_their_own_a
     );
     assert_eq!(app.count("meeting_reminders").await, DELIVERIES as i64 * 3);
     app.stop().await;
-}
-
-/// A meeting service of its own, from the workspace's binary.
-struct MeetingServiceProcess {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl MeetingServiceProcess {
-    async fn start(database_url: &str) -> Self {
-        let addr = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("address").to_string()
-        };
-        let metrics = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("address").to_string()
-        };
-        let child = std::process::Command::new(workspace_binary("meeting-service"))
-            .env("DATABASE_URL", database_url)
-            .env("GRPC_ADDR", &addr)
-            .env("METRICS_ADDR", metrics)
-            .env("INTERNAL_API_TOKEN", INTERNAL_TOKEN)
-            .env("LOG_DIR", "off")
-            .env("HEALTH_CHECK_INTERVAL_SECS", "1")
-            .env_remove("RUST_LOG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start the meeting service");
-        let process = Self { child, addr };
-        // A minute at most: a backstop against a hang, not a speed requirement.
-        for _ in 0..600 {
-            if process.client().await.is_some() {
-                return process;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the meeting service did not start");
-    }
-
-    async fn client(
-        &self,
-    ) -> Option<
-        proto::v1::meeting_service_client::MeetingServiceClient<
-            tonic::service::interceptor::InterceptedService<
-                tonic::transport::Channel,
-                crate::helpers::Bearer,
-            >,
-        >,
-    > {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
-            .ok()?
-            .connect()
-            .await
-            .ok()?;
-        Some(
-            proto::v1::meeting_service_client::MeetingServiceClient::with_interceptor(
-                channel,
-                crate::helpers::Bearer,
-            ),
-        )
-    }
-}
-
-impl Drop for MeetingServiceProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn two_meeting_services_on_one_database_store_each_event_once_in_a_duplicate_storm(backend: Backend) {

@@ -548,3 +548,144 @@ pub fn live_reminders(meeting: &proto::v1::Meeting) -> Vec<String> {
 pub async fn json(response: reqwest::Response) -> serde_json::Value {
     response.json().await.expect("a JSON body")
 }
+
+/// A meeting service of its own, from the workspace's binary.
+pub struct MeetingServiceProcess {
+    child: std::process::Child,
+    pub addr: String,
+}
+
+impl MeetingServiceProcess {
+    pub async fn start(database_url: &str) -> Self {
+        let addr = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address").to_string()
+        };
+        Self::start_on(database_url, &addr).await
+    }
+
+    /// Starts it listening on `addr` (again, after a kill).
+    pub async fn start_on(database_url: &str, addr: &str) -> Self {
+        let addr = addr.to_owned();
+        let metrics = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address").to_string()
+        };
+        let child = std::process::Command::new(tests::binaries::workspace_binary("meeting-service"))
+            .env("DATABASE_URL", database_url)
+            .env("GRPC_ADDR", &addr)
+            .env("METRICS_ADDR", metrics)
+            .env("INTERNAL_API_TOKEN", INTERNAL_TOKEN)
+            .env("LOG_DIR", "off")
+            .env("HEALTH_CHECK_INTERVAL_SECS", "1")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the meeting service");
+        let process = Self { child, addr };
+        // A minute at most: a backstop against a hang, not a speed requirement.
+        for _ in 0..600 {
+            if process.client().await.is_some() {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the meeting service did not start");
+    }
+
+    pub async fn client(
+        &self,
+    ) -> Option<
+        proto::v1::meeting_service_client::MeetingServiceClient<
+            tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+        >,
+    > {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        Some(proto::v1::meeting_service_client::MeetingServiceClient::with_interceptor(channel, Bearer))
+    }
+}
+
+impl MeetingServiceProcess {
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MeetingServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The adapter alone, in this process, in front of a meeting service at `meeting_addr`.
+pub struct AdapterOnly {
+    pub http_addr: SocketAddr,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl AdapterOnly {
+    pub async fn start(meeting_addr: &str) -> Self {
+        init_log_capture();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+        let http_addr = listener.local_addr().expect("HTTP address");
+        let config = adapter::Config::from_lookup(&lookup(settings(
+            &[
+                ("CALENDLY_WEBHOOK_SECRET", SIGNING_KEY.into()),
+                ("MEETING_SERVICE_URL", format!("http://{meeting_addr}")),
+                ("INTERNAL_API_TOKEN", INTERNAL_TOKEN.into()),
+                ("LOG_DIR", "off".into()),
+            ],
+            &[],
+        )))
+        .expect("adapter settings");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(adapter::run(config, listener, stop.clone().cancelled_owned()));
+        Self {
+            http_addr,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .expect("HTTP client"),
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// POSTs `body` to the real endpoint, signed now with the test key.
+    pub async fn post_signed(&self, body: &[u8]) -> reqwest::Result<reqwest::Response> {
+        let now = chrono::Utc::now().timestamp();
+        self.http
+            .post(format!("http://{}/webhook/calendly", self.http_addr))
+            .header("content-type", "application/json")
+            .header(
+                "calendly-webhook-signature",
+                adapter::signature::sign(SIGNING_KEY.as_bytes(), now, body),
+            )
+            .body(body.to_vec())
+            .send()
+            .await
+    }
+
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("adapter task").expect("adapter exited cleanly");
+        }
+    }
+}
+
+impl Drop for AdapterOnly {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -6,6 +6,7 @@ mod bad_requests;
 mod batching;
 mod convergence;
 mod events;
+mod faults;
 mod front_door;
 mod harness;
 mod helpers;
@@ -22,6 +23,7 @@ fn main() -> std::process::ExitCode {
             batching::cases(),
             convergence::cases(),
             events::cases(),
+            faults::cases(),
             front_door::cases(),
             meeting_api::cases(),
             operations::cases(),
