@@ -21,6 +21,9 @@ pub enum ParseError {
     /// Syntax error, early end of input or trailing characters (HTTP 400).
     #[error("body is not valid JSON: {0}")]
     InvalidJson(String),
+    /// An object names a key twice, at `path`: two parsers could read the body two ways (HTTP 400).
+    #[error("{path}: the key appears more than once; a body must have one reading")]
+    DuplicateKey { path: String },
     /// Valid JSON, but a required field is missing or a value has the wrong type (HTTP 422).
     /// `path` names the field, e.g. `payload.scheduled_event.start_time`, or `body` for the
     /// top level.
@@ -31,6 +34,9 @@ pub enum ParseError {
 /// Parses a webhook body in either shape into the protobuf event. Pure: no I/O, no clock.
 pub fn parse_delivery(body: &[u8]) -> Result<v1::CalendlyEvent, ParseError> {
     let text = std::str::from_utf8(body).map_err(|_| ParseError::InvalidUtf8)?;
+    if let Some(path) = crate::json_keys::first_duplicate_key(text) {
+        return Err(ParseError::DuplicateKey { path });
+    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let envelope = match serde_path_to_error::deserialize::<_, ObjectOnly<Envelope>>(&mut deserializer) {
         Ok(ObjectOnly(envelope)) => envelope,
@@ -1021,6 +1027,31 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_fixture_with_any_key_written_twice_is_refused_for_it_and_never_applied(
+            name in prop::sample::select(vec![
+                "invitee-created-one-on-one.json",
+                "invitee-canceled-by-invitee.json",
+                "invitee-created-with-utm-and-questions.json",
+                "invitee-no-show-created.json",
+                "routing-form-submission-created.json",
+                "seed-test-format.json",
+            ]),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            // The fixture as compact JSON, one of its members (at any depth) written twice.
+            let value: Value = serde_json::from_slice(&std::fs::read(format!("{FIXTURES}{name}")).expect("fixture"))
+                .expect("JSON");
+            let doubled = crate::json_keys::testing::with_a_member_repeated(&value.to_string(), pick)
+                .expect("a fixture has members");
+            let refused = parse_delivery(doubled.as_bytes());
+            prop_assert!(matches!(refused, Err(ParseError::DuplicateKey { .. })), "{:?}", refused);
+            // Signed, it is kept as failed: an untranslatable event, never an applicable one.
+            let kept = untranslatable(doubled.as_bytes(), &refused.expect_err("refused"));
+            prop_assert!(!kept.translation_error.is_empty());
+            prop_assert!(kept.payload.is_none());
+        }
+
         #[test]
         fn arbitrary_bytes_get_the_typed_error_their_framing_calls_for(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             let result = parse_delivery(&bytes);

@@ -22,6 +22,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    /// A header that must appear once came more than once: two readings of one request.
+    #[error("the {0} header appears more than once")]
+    AmbiguousHeader(&'static str),
     #[error("the request body did not arrive within {} s", .0.as_secs())]
     RequestTimeout(Duration),
     #[error("{0}")]
@@ -51,9 +54,12 @@ impl ApiError {
         match self {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::AmbiguousHeader(_) => StatusCode::BAD_REQUEST,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
-            Self::Parse(ParseError::InvalidUtf8 | ParseError::InvalidJson(_)) => StatusCode::BAD_REQUEST,
+            Self::Parse(
+                ParseError::InvalidUtf8 | ParseError::InvalidJson(_) | ParseError::DuplicateKey { .. },
+            ) => StatusCode::BAD_REQUEST,
             Self::Parse(ParseError::InvalidField { .. }) | Self::Rejected(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -70,6 +76,7 @@ impl ApiError {
         match self {
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::AmbiguousHeader(_) => "AMBIGUOUS_HEADER",
             Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
             Self::Signature(signature::Error::MissingHeader) => "MISSING_SIGNATURE",
             Self::Signature(signature::Error::MalformedHeader) => "MALFORMED_SIGNATURE_HEADER",
@@ -81,6 +88,7 @@ impl ApiError {
             Self::SecretNotConfigured => "WEBHOOK_SECRET_NOT_CONFIGURED",
             Self::Parse(ParseError::InvalidUtf8) => "INVALID_UTF8",
             Self::Parse(ParseError::InvalidJson(_)) => "INVALID_JSON",
+            Self::Parse(ParseError::DuplicateKey { .. }) => "DUPLICATE_KEY",
             Self::Parse(ParseError::InvalidField { .. }) => "INVALID_PAYLOAD",
             Self::RateLimited(_) => "RATE_LIMITED",
             Self::TestEndpointDisabled => "TEST_ENDPOINT_DISABLED",
@@ -97,6 +105,7 @@ impl ApiError {
         match self {
             Self::PayloadTooLarge { .. } => "size",
             Self::UnsupportedMediaType => "content_type",
+            Self::AmbiguousHeader(_) => "ambiguous_header",
             Self::RequestTimeout(_) => "timeout",
             Self::Signature(signature::Error::TimestampOutOfTolerance { .. }) => "stale",
             Self::Signature(_) | Self::SecretNotConfigured => "signature",

@@ -4,7 +4,8 @@
 //! apart from per-process rate-limit buckets and never touches the database.
 //!
 //! Layout: `config`, `startup` (router and layers), `routes/` (one file per endpoint),
-//! `signature`, `calendly` (payload types, JSON → protobuf), `client_ip`, `rate_limit`,
+//! `signature`, `calendly` (payload types, JSON → protobuf), `json_keys` (one reading of every
+//! body), `client_ip`, `rate_limit`,
 //! `meeting_client` (gRPC), `upstream` (fail-fast while the meeting service is down), `tracking`
 //! (tracking id middleware), `error`.
 
@@ -13,6 +14,7 @@ pub mod calendly_api;
 pub mod client_ip;
 pub mod config;
 pub mod error;
+pub mod json_keys;
 pub mod meeting_client;
 pub mod metrics;
 pub mod openapi;

@@ -29,6 +29,9 @@ use crate::{
     tracking,
 };
 
+/// The most a request's line and headers may take (hyper's read buffer, at least 8 KiB).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// How often idle rate-limit buckets are forgotten.
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -113,7 +116,10 @@ async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        // The request line and headers must fit in this, else hyper answers 431. A Calendly
+        // delivery's headers are well under 2 KiB; the body is streamed and not bound by it.
+        .max_buf_size(MAX_HEADER_BYTES);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -18,6 +18,25 @@ use serde::Serialize;
 
 use crate::{AppState, config::MAX_BODY_BYTES, error::ApiError, tracking::TrackingId};
 
+/// Headers a webhook request must carry at most once. A proxy in front may read another of two
+/// lines than this service would (RFC 9110 combines repeated fields only for list-valued ones,
+/// which these are not), so a request with two has two readings and is refused. (hyper already
+/// refuses differing `Content-Length` lines and merges identical ones, and follows
+/// `Transfer-Encoding` over `Content-Length`, dropping the latter, as RFC 9112 §6.3 requires.)
+pub const SINGLE_HEADERS: [&str; 3] = ["content-type", "content-length", webhook::SIGNATURE_HEADER];
+
+/// 400 `AMBIGUOUS_HEADER` when one of [`SINGLE_HEADERS`] appears more than once. The first
+/// check: it needs nothing but the header block.
+pub fn reject_repeated_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+    match SINGLE_HEADERS
+        .into_iter()
+        .find(|name| headers.get_all(*name).iter().nth(1).is_some())
+    {
+        Some(name) => Err(ApiError::AmbiguousHeader(name)),
+        None => Ok(()),
+    }
+}
+
 /// 415 unless the content type is JSON (`application/json`, any case, any parameters).
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let is_json = headers

@@ -14,7 +14,7 @@ use axum::{
 };
 use proto::v1::Source;
 
-use super::{Accepted, ingest, read_body, reject_declared_oversize, require_json};
+use super::{Accepted, ingest, read_body, reject_declared_oversize, reject_repeated_headers, require_json};
 use crate::{
     AppState, calendly,
     client_ip::client_ip,
@@ -32,7 +32,9 @@ use crate::{
     responses(
         (status = 200, description = "Stored (or a duplicate); a body missing meeting data is stored as failed",
             body = Accepted, headers(("x-tracking-id" = String), ("ratelimit-limit" = String), ("ratelimit-remaining" = String))),
-        (status = 400, description = "Not UTF-8 or not JSON", body = ErrorBody, headers(("x-tracking-id" = String))),
+        (status = 400, description = "Not UTF-8, not JSON, a key named twice in one object (DUPLICATE_KEY), or a \
+            header that must appear once appearing more than once (AMBIGUOUS_HEADER)", body = ErrorBody,
+            headers(("x-tracking-id" = String))),
         (status = 404, description = "The test endpoint is disabled", body = ErrorBody, headers(("x-tracking-id" = String))),
         (status = 422, description = "A required field is missing or has the wrong type; `error` names it", body = ErrorBody,
             headers(("x-tracking-id" = String))),
@@ -61,6 +63,7 @@ pub async fn receive(
     let allowance = state.take_allowance(&state.test_limiter, client)?;
     tracing::Span::current().record("client", tracing::field::display(client));
     tracing::info!("manual Calendly event processing test initiated");
+    reject_repeated_headers(&headers)?;
     reject_declared_oversize(&headers)?;
     require_json(&headers)?;
     let body = read_body(&headers, body, state.config.request_read_timeout).await?;

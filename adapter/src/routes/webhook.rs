@@ -1,6 +1,7 @@
 //! `POST /webhook/calendly`: real, signed Calendly deliveries.
 //!
-//! Order: size → content type → signature (over the raw bytes) → parse → meeting service.
+//! Order: one reading of the headers → size → content type → signature (over the raw bytes) →
+//! parse → meeting service.
 //! Once the signature verifies, the delivery is stored whatever its content (see below).
 //! A delivery whose signature verifies is never rate limited: Calendly sends from few addresses
 //! and a throttled delivery is a lost booking. Only traffic that fails before or at the signature
@@ -16,7 +17,7 @@ use axum::{
 };
 use proto::v1::Source;
 
-use super::{Accepted, ingest, read_body, reject_declared_oversize, require_json};
+use super::{Accepted, ingest, read_body, reject_declared_oversize, reject_repeated_headers, require_json};
 use crate::{
     AppState, calendly,
     client_ip::client_ip,
@@ -25,7 +26,7 @@ use crate::{
     tracking::TrackingId,
 };
 
-pub static SIGNATURE_HEADER: &str = "calendly-webhook-signature";
+pub const SIGNATURE_HEADER: &str = "calendly-webhook-signature";
 
 #[utoipa::path(
     post,
@@ -40,6 +41,8 @@ pub static SIGNATURE_HEADER: &str = "calendly-webhook-signature";
     responses(
         (status = 200, description = "Stored (or a duplicate of a stored event)", body = Accepted,
             headers(("x-tracking-id" = String))),
+        (status = 400, description = "A header that must appear once appears more than once (AMBIGUOUS_HEADER)",
+            body = ErrorBody, headers(("x-tracking-id" = String))),
         (status = 401, description = "Signature missing, malformed, stale or wrong", body = ErrorBody,
             headers(("x-tracking-id" = String))),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody, headers(("x-tracking-id" = String))),
@@ -82,6 +85,7 @@ pub async fn receive(
 }
 
 async fn verified_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    reject_repeated_headers(headers)?;
     reject_declared_oversize(headers)?;
     require_json(headers)?;
     let body = read_body(headers, body, state.config.request_read_timeout).await?;

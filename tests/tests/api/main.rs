@@ -2,6 +2,7 @@
 //! real HTTP and gRPC. Every test runs on SQLite and on PostgreSQL (see `harness` for what
 //! happens when no PostgreSQL server is there).
 
+mod ambiguous;
 mod bad_requests;
 mod batching;
 mod convergence;
@@ -19,6 +20,7 @@ mod query_plans;
 fn main() -> std::process::ExitCode {
     harness::run(
         [
+            ambiguous::cases(),
             bad_requests::cases(),
             batching::cases(),
             convergence::cases(),

@@ -1,0 +1,237 @@
+//! One reading of every body: a JSON object that names a key twice is refused, at any depth.
+//!
+//! serde keeps the last of duplicate keys silently, and other parsers keep the first, so a body
+//! with a repeated key means one thing to this service and another to a consumer of the raw body
+//! kept as evidence (the parser-differential class behind several webhook and JWT signature
+//! bypasses). [`first_duplicate_key`] walks the whole document once, without building it, and
+//! names the first repeated key by its path, e.g. `payload.scheduled_event.uri`.
+
+use std::{collections::HashSet, fmt};
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// The path of the first key that an object of `text` names twice, if any. Syntax errors are
+/// not reported here: the typed parse that follows reports them.
+pub fn first_duplicate_key(text: &str) -> Option<String> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let mut path = Vec::new();
+    match (Walk { path: &mut path }).deserialize(&mut deserializer) {
+        Ok(()) => None,
+        Err(error) => {
+            let message = error.to_string();
+            message
+                .strip_prefix(DUPLICATE)
+                .map(|rest| rest.split(" at line ").next().unwrap_or(rest).to_owned())
+        }
+    }
+}
+
+/// How the walk reports a duplicate through serde's error channel.
+const DUPLICATE: &str = "duplicate key: ";
+
+#[derive(Clone)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn render(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for segment in path {
+        match segment {
+            Segment::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Index(index) => out.push_str(&format!("[{index}]")),
+        }
+    }
+    out
+}
+
+struct Walk<'a> {
+    path: &'a mut Vec<Segment>,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        loop {
+            self.path.push(Segment::Index(index));
+            let more = seq.next_element_seed(Walk { path: self.path })?;
+            self.path.pop();
+            if more.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: HashSet<String> = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                self.path.push(Segment::Key(key));
+                let path = render(self.path);
+                return Err(de::Error::custom(format!("{DUPLICATE}{path}")));
+            }
+            self.path.push(Segment::Key(key));
+            map.next_value_seed(Walk { path: self.path })?;
+            self.path.pop();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_key_repeated_at_any_depth_is_named_by_its_path() {
+        let cases = [
+            (r#"{"a":1,"a":2}"#, Some("a")),
+            (r#"{"payload":{"uri":"x","uri":"y"}}"#, Some("payload.uri")),
+            (
+                r#"{"payload":{"scheduled_event":{"uri":"x","name":"n","uri":"y"}}}"#,
+                Some("payload.scheduled_event.uri"),
+            ),
+            (r#"{"list":[{"q":1},{"q":1,"q":2}]}"#, Some("list[1].q")),
+            (r#"[{"a":1},{"a":1,"a":1}]"#, Some("[1].a")),
+            // An escaped spelling of the same key is the same key.
+            (r#"{"uri":"x","\u0075ri":"y"}"#, Some("uri")),
+            (r#"{"a":{"b":1},"b":{"a":1}}"#, None),
+            (r#"{"a":[1,2,{"a":1}]}"#, None),
+            (r#"{}"#, None),
+            (r#"not json"#, None),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(first_duplicate_key(body).as_deref(), expected, "{body}");
+        }
+    }
+
+    /// Any JSON value, small and nested.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i32>().prop_map(serde_json::Value::from),
+            "[a-z]{0,6}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-c]{1,2}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_document_serde_wrote_has_no_duplicates(value in json_value()) {
+            prop_assert_eq!(first_duplicate_key(&value.to_string()), None);
+        }
+
+        #[test]
+        fn repeating_any_key_of_any_object_is_found(value in json_value(), pick in any::<prop::sample::Index>()) {
+            let doubled = testing::with_a_member_repeated(&value.to_string(), pick);
+            prop_assume!(doubled.is_some());
+            let doubled = doubled.expect("some");
+            prop_assert!(first_duplicate_key(&doubled).is_some(), "{}", doubled);
+        }
+    }
+}
+
+/// Bodies with a repeated key, for this crate's property tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// `text` (compact JSON as serde_json writes it) with one of its members, picked by `pick`
+    /// among all members at any depth, written twice in place; `None` when it has none.
+    pub(crate) fn with_a_member_repeated(text: &str, pick: proptest::sample::Index) -> Option<String> {
+        let keys = key_spans(text);
+        if keys.is_empty() {
+            return None;
+        }
+        let (start, end) = keys[pick.index(keys.len())];
+        let value_end = value_end(text, end);
+        let member = &text[start..value_end];
+        Some(format!(
+            "{}{},{}{}",
+            &text[..start],
+            member,
+            member,
+            &text[value_end..]
+        ))
+    }
+
+    /// Byte spans of each `"key":` in compact JSON written by serde_json.
+    pub(super) fn key_spans(text: &str) -> Vec<(usize, usize)> {
+        let bytes = text.as_bytes();
+        let mut spans = Vec::new();
+        let mut i = 0;
+        let mut in_string = false;
+        let mut string_start = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' if in_string => i += 1,
+                b'"' if in_string => {
+                    in_string = false;
+                    if bytes.get(i + 1) == Some(&b':') {
+                        spans.push((string_start, i + 2));
+                    }
+                }
+                b'"' => {
+                    in_string = true;
+                    string_start = i;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        spans
+    }
+
+    /// Where the value starting at `from` ends (compact JSON).
+    pub(super) fn value_end(text: &str, from: usize) -> usize {
+        let mut stream = serde_json::Deserializer::from_str(&text[from..]).into_iter::<serde_json::Value>();
+        stream.next();
+        from + stream.byte_offset()
+    }
+}
