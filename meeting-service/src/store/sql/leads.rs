@@ -24,13 +24,16 @@ pub async fn lock(db: &impl ConnectionTrait, ids: &[i64], emails: &[&str]) -> Re
 }
 
 pub(super) fn lock_query(backend: DbBackend, ids: &[i64], emails: &[&str]) -> Select<lead::Entity> {
-    let query = lead::Entity::find()
-        .filter(
-            Condition::any()
-                .add(Column::Id.is_in(ids.iter().copied()))
-                .add(Column::Email.is_in(emails.iter().copied())),
-        )
-        .order_by_asc(Column::Id);
+    // Only the non-empty halves: an empty `IN ()` becomes a constant false, and `false OR
+    // email IN (…)` is planned by SQLite as a scan of every lead.
+    let mut wanted = Condition::any();
+    if !ids.is_empty() {
+        wanted = wanted.add(Column::Id.is_in(ids.iter().copied()));
+    }
+    if !emails.is_empty() {
+        wanted = wanted.add(Column::Email.is_in(emails.iter().copied()));
+    }
+    let query = lead::Entity::find().filter(wanted).order_by_asc(Column::Id);
     match backend {
         DbBackend::Postgres => query.lock(LockType::NoKeyUpdate),
         _ => query,

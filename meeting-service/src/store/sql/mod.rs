@@ -40,6 +40,15 @@ pub fn ingest_reads(backend: DbBackend, keys: &ReadKeys<'_>) -> Vec<(&'static st
             "lock the leads",
             leads::lock_query(backend, keys.lead_ids, keys.emails).build(backend),
         ),
+        // A batch of new bookings: no meeting yet, so no lead by id, only by e-mail.
+        (
+            "lock the leads by e-mail alone",
+            leads::lock_query(backend, &[], keys.emails).build(backend),
+        ),
+        (
+            "lock the leads by id alone",
+            leads::lock_query(backend, keys.lead_ids, &[]).build(backend),
+        ),
         (
             "each lead's latest other meeting",
             meetings::latest_per_lead_statement(backend, keys.lead_ids, keys.invitee_uris),
