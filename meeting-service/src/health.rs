@@ -4,8 +4,8 @@
 //! database is probed every interval (`HEALTH_CHECK_INTERVAL_SECS`, default 1 s), with a short
 //! timeout so a database that stopped answering counts as down at once; while it is down, four
 //! times a second, so recovery shows within a quarter of a second. An operation that loses its
-//! connection flips health at once ([`crate::store::DatabaseState::lost`]) without waiting for
-//! the next probe. Kubernetes readiness should probe the named service; liveness should probe
+//! connection has the probe run at once ([`crate::store::DatabaseState::suspect`]) rather than at
+//! the next interval. Kubernetes readiness should probe the named service; liveness should probe
 //! something that does not depend on the database, so an outage does not restart every pod.
 
 use std::time::Duration;
@@ -72,7 +72,7 @@ pub async fn watch_database(
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
-            () = store.database().wait_for_loss() => {}
+            () = store.database().wait_for_suspicion() => {}
         }
     }
 }

@@ -63,16 +63,16 @@ pub struct Store {
     database: DatabaseState,
 }
 
-/// Whether the database is known to answer: set by the health probe, cleared at once by any
-/// operation that loses its connection. While it is down, operations fail fast with
-/// `Unavailable` instead of each waiting for the pool.
+/// Whether the database is known to answer, as the health probe last found. An operation that
+/// loses its connection has the probe check at once. While it is down, operations fail fast
+/// with `Unavailable` instead of each waiting for the pool.
 #[derive(Clone, Default)]
 pub struct DatabaseState(Arc<DatabaseFlags>);
 
 #[derive(Default)]
 struct DatabaseFlags {
     down: AtomicBool,
-    lost: tokio::sync::Notify,
+    suspected: tokio::sync::Notify,
 }
 
 impl DatabaseState {
@@ -85,17 +85,14 @@ impl DatabaseState {
         self.0.down.store(!up, Ordering::Release);
     }
 
-    /// An operation lost its connection: down until the probe sees it answer again, which it is
-    /// woken to check now.
-    pub fn lost(&self) {
-        if !self.0.down.swap(true, Ordering::AcqRel) {
-            self.0.lost.notify_one();
-        }
+    /// An operation lost its connection: the probe is woken to check now.
+    pub fn suspect(&self) {
+        self.0.suspected.notify_one();
     }
 
-    /// Resolves when [`DatabaseState::lost`] is called.
-    pub async fn wait_for_loss(&self) {
-        self.0.lost.notified().await;
+    /// Resolves when [`DatabaseState::suspect`] is called.
+    pub async fn wait_for_suspicion(&self) {
+        self.0.suspected.notified().await;
     }
 }
 

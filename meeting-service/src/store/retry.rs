@@ -78,12 +78,12 @@ impl Store {
             }
             match attempt().instrument(tracing::Span::current()).await {
                 Ok(value) => return Ok(value),
-                Err(error) if is_connection_lost(&error) => {
-                    self.database.lost();
-                    tracing::error!(operation, error = %error, "database connection lost; failing fast until it answers");
-                    return Err(ServiceError::from_db(error));
-                }
                 Err(error) if is_transient(&error) && tries < policy.max_attempts => {
+                    if is_connection_lost(&error) {
+                        // The probe checks now; should the database be down, the next try fails
+                        // fast instead of waiting on the pool again.
+                        self.database.suspect();
+                    }
                     let delay = policy.delay_after(tries);
                     tracing::warn!(operation, attempt = tries, ?delay, error = %error, "transient database error; retrying");
                     metrics::counter!("calendly_db_retries_total", "operation" => operation).increment(1);
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_default_policy_is_five_tries_from_20_ms_up_to_one_second() {
-        // README, "Exactly once": "exponential backoff and jitter, up to 5 tries".
+        // docs/events.md, "Exactly once": "exponential backoff and jitter, up to 5 tries".
         let policy = RetryPolicy::default();
         assert_eq!(policy.max_attempts, 5);
         assert_eq!(policy.base_delay, Duration::from_millis(20));
