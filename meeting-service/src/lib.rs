@@ -64,9 +64,17 @@ pub async fn run(
         config.raw_body_retention,
         stop.clone(),
     ));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both versions of reflection: many clients (Python's grpcio-reflection, older grpcurl builds,
+    // GUI clients) speak only v1alpha and get UNIMPLEMENTED from a v1-only server.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("building the reflection service (v1alpha)")?;
+    let reflection = reflection()
         .build_v1()
         .context("building the reflection service")?;
     let (ingestor, writers) = Ingestor::start(
@@ -102,6 +110,7 @@ pub async fn run(
         let server = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(api)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown);
         tokio::pin!(server);
