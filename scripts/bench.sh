@@ -72,7 +72,8 @@ TOKEN="bench-token"
 RESULTS="$OUT/results.tsv"
 PIDS=()
 
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 wants() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 
 cleanup() {
@@ -82,10 +83,6 @@ cleanup() {
   psql "$PG_ADMIN" -qAtc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1
 }
 trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # Waits (at most 10 minutes) until nobody compiles on this machine and the CPUs are idle (under
 # 25% busy over 2 s while nothing of ours runs); sets LOAD to the 1-minute load average and BUSY to
@@ -118,21 +115,14 @@ wait_quiet() {
   LOAD="$(cut -d' ' -f1 /proc/loadavg)"
 }
 
-cpu_ticks() { # utime + stime of a pid, in clock ticks
-  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
-}
 sys_ticks() { # stime of a pid, in clock ticks
   awk '{ sub(/^.*\) /, ""); print $13 }' "/proc/$1/stat"
 }
-rss_kib() { awk -v k="${2:-VmRSS}" '$1 == k":" {print $2}' "/proc/$1/status"; }
 CLK_TCK="$(getconf CLK_TCK)"
 
 # --- Build --------------------------------------------------------------------------------------
 log "building release binaries"
-cargo build --release -q -p tests --bin loadgen --bin local
-cargo build --release -q -p adapter --bin adapter -p meeting-service --bin meeting-service
-BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/release"
-LOADGEN="$BIN/loadgen"
+binaries release
 
 {
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
@@ -145,51 +135,13 @@ result() { # what backend concurrency run value unit [extra]
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$LOAD" "${7:-}" >>"$RESULTS"
 }
 
-# --- Starting the service -----------------------------------------------------------------------
-# start_local NAME DATABASE_URL [VAR=VALUE...]: both services in one process, as `cargo run`.
-start_local() {
-  local name="$1" url="$2"; shift 2
-  HTTP_PORT=$(free_port); GRPC_PORT=$(free_port); METRICS_PORT=$(free_port)
-  env DATABASE_URL="$url" HTTP_ADDR="127.0.0.1:$HTTP_PORT" GRPC_ADDR="127.0.0.1:$GRPC_PORT" \
-    METRICS_ADDR="127.0.0.1:$METRICS_PORT" CALENDLY_WEBHOOK_SECRET="$SECRET" LOG_DIR=off \
-    SHUTDOWN_GRACE_SECS=5 "$@" "$BIN/local" >"$OUT/$name.log" 2>&1 &
-  SERVICE_PID=$!
-  PIDS+=("$SERVICE_PID")
-  wait_up "http://127.0.0.1:$HTTP_PORT/webhook/calendly/health"
-  URL="http://127.0.0.1:$HTTP_PORT/webhook/calendly"
-  METRICS="http://127.0.0.1:$METRICS_PORT/metrics"
-}
-
+# --- Starting the service (start_local, start_meeting_service, start_adapter: scripts/lib.sh) ---
 # start_split NAME DATABASE_URL: the adapter and the meeting service as their own binaries.
 start_split() {
-  local name="$1" url="$2"
-  GRPC_PORT=$(free_port); HTTP_PORT=$(free_port)
-  env DATABASE_URL="$url" GRPC_ADDR="127.0.0.1:$GRPC_PORT" METRICS_ADDR="127.0.0.1:$(free_port)" \
-    INTERNAL_API_TOKEN="$TOKEN" LOG_DIR=off SHUTDOWN_GRACE_SECS=5 \
-    "$BIN/meeting-service" >"$OUT/$name-meeting-service.log" 2>&1 &
-  MEETING_PID=$!
-  PIDS+=("$MEETING_PID")
-  "$LOADGEN" health --addr "http://127.0.0.1:$GRPC_PORT" --expect SERVING --wait-secs 120 >/dev/null
-  env HTTP_ADDR="127.0.0.1:$HTTP_PORT" METRICS_ADDR="127.0.0.1:$(free_port)" \
-    MEETING_SERVICE_URL="http://127.0.0.1:$GRPC_PORT" INTERNAL_API_TOKEN="$TOKEN" \
-    CALENDLY_WEBHOOK_SECRET="$SECRET" LOG_DIR=off SHUTDOWN_GRACE_SECS=5 \
-    "$BIN/adapter" >"$OUT/$name-adapter.log" 2>&1 &
-  ADAPTER_PID=$!
-  PIDS+=("$ADAPTER_PID")
-  wait_up "http://127.0.0.1:$HTTP_PORT/webhook/calendly/health"
-  URL="http://127.0.0.1:$HTTP_PORT/webhook/calendly"
+  local grpc_port; grpc_port=$(free_port)
+  start_meeting_service "$1" "$2" "$grpc_port"
+  start_adapter "$1" "$grpc_port"
 }
-
-wait_up() {
-  for _ in $(seq 1 1200); do
-    curl -fs -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  log "service did not come up: $1"
-  return 1
-}
-
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # loadgen_run NAME ARGS...: one loadgen run; sets RPS P50 P90 P99 MAX ACKED from its JSON.
 loadgen_run() {
@@ -469,7 +421,7 @@ ab_measure() {
   s0=$(cpu_ticks "$SERVICE_PID"); p0=$(pg_ticks)
   loadgen_run "ab-$build-$backend-$what-c$conc-$run" -c "$conc" "$@"
   s1=$(cpu_ticks "$SERVICE_PID"); p1=$(pg_ticks)
-  unavailable=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['statuses'].get('503', 0))" \
+  unavailable=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['status_counts'].get('503', 0))" \
     "$OUT/ab-$build-$backend-$what-c$conc-$run.json")
   service_us=$(python3 -c "print(round(($s1 - $s0) / $CLK_TCK / max($ACKED, 1) * 1e6))")
   pg_us=$(python3 -c "print(round(($p1 - $p0) / $CLK_TCK / max($ACKED, 1) * 1e6))")

@@ -57,7 +57,8 @@ DATABASES=()
 PRIVATE_PG=""
 STARTED_AT=$(date +%s)
 
-log() { echo "[$(date +%H:%M:%S)] $*"; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 record() { echo "$*" | tee -a "$SUMMARY"; }
 pass() { record "PASS  $1"; }
 fail() { record "FAIL  $1"; FAILED=1; }
@@ -76,30 +77,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-now_ms() { date +%s%3N; }
-
-wait_http() { # url, seconds
-  for _ in $(seq 1 $(($2 * 10))); do
-    curl -fs -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
 # --- Build --------------------------------------------------------------------------------------
 PROFILE="${FAULT_PROFILE:-release}"
-log "building $PROFILE binaries (loadgen, local$([ "$SHORT" = 0 ] && echo ', adapter, meeting-service'))"
-cargo build --profile "$PROFILE" -q -p tests --bin loadgen --bin local
-if [ "$SHORT" = 0 ]; then
-  cargo build --profile "$PROFILE" -q -p adapter --bin adapter -p meeting-service --bin meeting-service
-fi
-TARGET="${CARGO_TARGET_DIR:-$(pwd)/target}"
-if [ "$PROFILE" = dev ]; then BIN="$TARGET/debug"; else BIN="$TARGET/$PROFILE"; fi
-LOADGEN="$BIN/loadgen"
+log "building $PROFILE binaries"
+binaries "$PROFILE"
 
 new_pg_database() { # sets NEW_DB_URL to a fresh database on the shared server, dropped at exit
   local name="calendly_fault_$(date +%s)_$RANDOM"
@@ -107,44 +88,6 @@ new_pg_database() { # sets NEW_DB_URL to a fresh database on the shared server, 
   DATABASES+=("$name")
   NEW_DB_URL="${PG_ADMIN%/*}/$name"
 }
-
-# start_local NAME DATABASE_URL [VAR=VALUE...]: the `cargo run` binary, both services in one process.
-start_local() {
-  local name="$1" url="$2"; shift 2
-  HTTP_PORT=$(free_port); GRPC_PORT=$(free_port); METRICS_PORT=$(free_port)
-  env DATABASE_URL="$url" HTTP_ADDR="127.0.0.1:$HTTP_PORT" GRPC_ADDR="127.0.0.1:$GRPC_PORT" \
-    METRICS_ADDR="127.0.0.1:$METRICS_PORT" CALENDLY_WEBHOOK_SECRET="$SECRET" LOG_DIR=off \
-    SHUTDOWN_GRACE_SECS=5 "$@" "$BIN/local" >"$OUT/$name.log" 2>&1 &
-  LOCAL_PID=$!
-  PIDS+=("$LOCAL_PID")
-  wait_http "http://127.0.0.1:$HTTP_PORT/webhook/calendly/health" 60 \
-    || { echo "the local binary did not start; see $OUT/$name.log" >&2; return 1; }
-  URL="http://127.0.0.1:$HTTP_PORT/webhook/calendly"
-  GRPC="http://127.0.0.1:$GRPC_PORT"
-}
-
-start_meeting_service() { # NAME DATABASE_URL GRPC_PORT
-  env DATABASE_URL="$2" GRPC_ADDR="127.0.0.1:$3" METRICS_ADDR="127.0.0.1:$(free_port)" \
-    INTERNAL_API_TOKEN="$TOKEN" LOG_DIR=off HEALTH_CHECK_INTERVAL_SECS=1 SHUTDOWN_GRACE_SECS=5 \
-    "$BIN/meeting-service" >>"$OUT/$1-meeting-service.log" 2>&1 &
-  MEETING_PID=$!
-  PIDS+=("$MEETING_PID")
-  "$LOADGEN" health --addr "http://127.0.0.1:$3" --expect SERVING --wait-secs 60 >/dev/null
-}
-
-start_adapter() { # NAME GRPC_PORT
-  HTTP_PORT=$(free_port)
-  env HTTP_ADDR="127.0.0.1:$HTTP_PORT" METRICS_ADDR="127.0.0.1:$(free_port)" \
-    MEETING_SERVICE_URL="http://127.0.0.1:$2" INTERNAL_API_TOKEN="$TOKEN" \
-    CALENDLY_WEBHOOK_SECRET="$SECRET" LOG_DIR=off SHUTDOWN_GRACE_SECS=5 \
-    "$BIN/adapter" >>"$OUT/$1-adapter.log" 2>&1 &
-  ADAPTER_PID=$!
-  PIDS+=("$ADAPTER_PID")
-  wait_http "http://127.0.0.1:$HTTP_PORT/webhook/calendly/health" 60
-  URL="http://127.0.0.1:$HTTP_PORT/webhook/calendly"
-}
-
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 wants() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
@@ -166,7 +109,7 @@ storm() { # backend
   else
     fail "duplicate storm on $backend (see $OUT/storm-$backend.txt)"
   fi
-  stop_pid "$LOCAL_PID"
+  stop_pid "$SERVICE_PID"
 }
 
 # --- Database outage (private PostgreSQL instance) ----------------------------------------------
@@ -280,7 +223,7 @@ EOF
   fi
   [ "$gen_status" = 0 ] && pass "outage: retries converged, every delivery stored exactly once" \
     || fail "outage: not converged or verification failed (see $OUT/outage.txt)"
-  stop_pid "$LOCAL_PID"
+  stop_pid "$SERVICE_PID"
   pg_private stop || true
 }
 
@@ -328,11 +271,10 @@ slow() {
   else
     fail "slow clients: $(grep -c '^FINDING' "$OUT/slow.txt") finding(s): $(grep '^FINDING' "$OUT/slow.txt" | tr '\n' ' ')"
   fi
-  stop_pid "$LOCAL_PID"
+  stop_pid "$SERVICE_PID"
 }
 
 # --- Soak ---------------------------------------------------------------------------------------
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 soak() {
   local rate=50 secs=600 url grpc_port gen_status=0

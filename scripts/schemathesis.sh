@@ -18,8 +18,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-http_port=$(port)
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+http_port=$(free_port)
 if [ -z "${LOCAL_BINARY:-}" ]; then
   cargo build -q -p tests --bin local
 fi
@@ -28,7 +29,7 @@ binary=${LOCAL_BINARY:-${CARGO_TARGET_DIR:-target}/debug/local}
 # Limits raised so the run explores the API rather than the rate limiter (429 is described too).
 env CALENDLY_WEBHOOK_SECRET=schemathesis-key \
   DATABASE_URL="${DATABASE_URL:-sqlite://$work/meetings.db?mode=rwc}" \
-  HTTP_ADDR="127.0.0.1:$http_port" GRPC_ADDR="127.0.0.1:$(port)" METRICS_ADDR="127.0.0.1:$(port)" \
+  HTTP_ADDR="127.0.0.1:$http_port" GRPC_ADDR="127.0.0.1:$(free_port)" METRICS_ADDR="127.0.0.1:$(free_port)" \
   WEBHOOK_RATE_LIMIT=100000 TEST_RATE_LIMIT=100000 LOG_DIR=off \
   "$binary" >"$work/service.log" 2>&1 &
 pid=$!
