@@ -71,7 +71,7 @@ impl ApiError {
         }
     }
 
-    /// Stable, documented machine-readable cause (README, "Error codes").
+    /// Stable, documented machine-readable cause (docs/http-api.md, "Error codes").
     pub fn code(&self) -> &'static str {
         match self {
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
@@ -172,7 +172,7 @@ impl IntoResponse for ApiError {
 pub struct ErrorBody<'a> {
     /// What went wrong, for people.
     error: String,
-    /// Stable machine-readable cause, e.g. INVALID_SIGNATURE (README, "Error codes").
+    /// Stable machine-readable cause, e.g. INVALID_SIGNATURE (docs/http-api.md, "Error codes").
     #[schema(value_type = String, example = "INVALID_SIGNATURE")]
     code: &'a str,
     #[schema(value_type = String)]

@@ -203,7 +203,7 @@ mod tests {
         Code::Unauthenticated,
     ];
 
-    /// `UNAVAILABLE` for `Code::Unavailable`, as the README's table writes the codes.
+    /// `UNAVAILABLE` for `Code::Unavailable`, as the documented table writes the codes.
     fn readme_name(code: Code) -> String {
         let mut name = String::new();
         for (i, c) in format!("{code:?}").chars().enumerate() {
@@ -215,15 +215,15 @@ mod tests {
         name
     }
 
-    /// The rows of the README's "gRPC failures seen by the adapter" table: each gRPC code named
+    /// The rows of docs/http-api.md's "gRPC failures seen by the adapter" table: each gRPC code named
     /// there with its HTTP status and error code.
     fn documented_mapping() -> Vec<(String, u16, String)> {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-            .expect("README.md is readable");
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/http-api.md"))
+            .expect("docs/http-api.md is readable");
         let section = readme
             .split("### gRPC failures seen by the adapter")
             .nth(1)
-            .expect("the README has the gRPC failures section");
+            .expect("docs/http-api.md has the gRPC failures section");
         let mut rows = Vec::new();
         for line in section
             .lines()
@@ -248,14 +248,14 @@ mod tests {
         assert_eq!(
             documented.len(),
             ALL_CODES.len(),
-            "the README's table names every gRPC code once: {documented:?}"
+            "the documented table names every gRPC code once: {documented:?}"
         );
         for code in ALL_CODES {
             let name = readme_name(code);
             let (_, http, error_code) = documented
                 .iter()
                 .find(|(grpc, _, _)| *grpc == name)
-                .unwrap_or_else(|| panic!("{name} is missing from the README's table"));
+                .unwrap_or_else(|| panic!("{name} is missing from the documented table"));
             let error = api_error(&Status::new(code, "detail"));
             assert_eq!(error.status().as_u16(), *http, "{name}");
             assert_eq!(error.code(), error_code, "{name}");
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn the_three_classes_of_grpc_codes_keep_their_answers() {
-        // Pinned here as well, so that editing the README alone cannot move a code.
+        // Pinned here as well, so that editing the docs alone cannot move a code.
         let expected = |code: Code| match code {
             Code::Unavailable
             | Code::DeadlineExceeded

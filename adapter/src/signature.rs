@@ -297,7 +297,7 @@ mod tests {
     }
 
     /// What `verify` must answer for a header that was not made with the key: never `Ok`.
-    /// The checks follow the README's order: blank or malformed header, malformed signature,
+    /// The checks follow the documented order (docs/http-api.md): blank or malformed header, malformed signature,
     /// timestamp out of tolerance, then a signature no key produces.
     fn expected_verdict(header: &str, now: i64, tolerance: u64) -> Result<(), Error> {
         if header.trim().is_empty() {

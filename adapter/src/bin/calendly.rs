@@ -1,5 +1,4 @@
-//! `calendly`: webhook subscriptions and back-fill from the command line. See the README section
-//! "Command line: webhook subscriptions and back-fill".
+//! `calendly`: webhook subscriptions and back-fill from the command line (docs/cli.md).
 
 use std::{io::IsTerminal, process::ExitCode};
 

@@ -113,7 +113,7 @@ fn log_signature_rejection(error: &ApiError, client: std::net::IpAddr) {
             signature_matches,
         }) => {
             // A genuine signature outside the window may be a Calendly retry that kept its first
-            // timestamp; operators widen SIGNATURE_TOLERANCE_SECS if these show up (README).
+            // timestamp; operators widen SIGNATURE_TOLERANCE_SECS if these show up (docs/configuration.md).
             tracing::warn!(
                 %client,
                 security = true,

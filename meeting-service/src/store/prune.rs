@@ -14,7 +14,7 @@ use super::Store;
 use crate::entity::webhook_event;
 
 const BATCH_SIZE: u64 = 500;
-/// README: raw bodies are pruned "hourly and at start".
+/// docs/events.md: raw bodies are pruned "hourly and at start".
 pub const INTERVAL: Duration = Duration::from_secs(3_600);
 
 /// Prunes at once, then every [`INTERVAL`], until `stop`.

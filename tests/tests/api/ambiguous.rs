@@ -1,7 +1,7 @@
 //! One reading of every request. Input that two correct parsers could read two ways is refused:
 //! a header that must appear once appearing twice (before the body is read), and a JSON key
 //! repeated in one object at any depth (a signed delivery is kept as failed, the test endpoint
-//! answers 400). Requests the HTTP library itself refuses answer as the README says. Raw sockets,
+//! answers 400). Requests the HTTP library itself refuses answer as docs/http-api.md says. Raw sockets,
 //! because a client library would normalise these requests.
 
 use std::time::Duration;
@@ -225,7 +225,7 @@ async fn requests_the_http_library_refuses_answer_as_documented(backend: Backend
         let (status, head, parsed) = raw(&app, &head, body).await;
         assert_eq!(status, expected, "{name}: {head}");
         // hyper answers these itself, before the router sees a request: no body, no tracking id
-        // (README, "What every answer carries").
+        // (docs/http-api.md, "Answers").
         assert!(parsed.is_none(), "{name}");
         assert!(
             !head.to_ascii_lowercase().contains("x-tracking-id"),

@@ -356,18 +356,18 @@ async fn send(app: &TestApp, case: &Case) -> reqwest::Response {
     request.send().await.expect("HTTP request")
 }
 
-/// The catalogue's size as the README states it: "a catalogue of N bad requests".
+/// The catalogue's size as docs/development.md states it: "a catalogue of N bad requests".
 fn catalogue_size_in_the_readme() -> usize {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md is readable");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/development.md"))
+        .expect("docs/development.md is readable");
     let words: Vec<&str> = readme
         .split_once("a catalogue of ")
-        .expect("the README counts the catalogue")
+        .expect("docs/development.md counts the catalogue")
         .1
         .split_whitespace()
         .take(3)
         .collect();
-    assert_eq!(words[1..], ["bad", "requests"], "the README's sentence changed");
+    assert_eq!(words[1..], ["bad", "requests"], "the documented sentence changed");
     words[0].parse().expect("a number of bad requests")
 }
 
@@ -400,7 +400,7 @@ async fn every_bad_request_gets_its_status_and_code_and_stores_nothing(backend: 
     assert_eq!(
         cases.len(),
         catalogue_size_in_the_readme(),
-        "the README's count of the catalogue"
+        "the documented count of the catalogue"
     );
     for case in &cases {
         let response = send(&app, case).await;

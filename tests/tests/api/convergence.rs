@@ -1,5 +1,5 @@
 //! Property: whatever the order of delivery, with repeats anywhere, the stored record is the one
-//! the README's rules give for the set of distinct events.
+//! the documented rules (docs/events.md) give for the set of distinct events.
 //!
 //! Histories of bookings are generated with facts that differ from event to event (names, time
 //! zones, meeting names, start times moved by seed reschedules), Calendly times that often tie,
@@ -12,7 +12,7 @@
 //! - all at once as concurrent `IngestCalendlyEvent` calls to the real gRPC service, several
 //!   histories interleaved (the path a batching ingest must keep correct).
 //!
-//! The expected record comes from [`model`], a few lines written from the README's rules, not
+//! The expected record comes from [`model`], a few lines written from the documented rules, not
 //! from the production functions. Every case lives under its own URIs and e-mails, so the cases
 //! of one test share its database. `PROPTEST_CASES` sets the number of cases (default 256 for the
 //! sequential property, a quarter of it for the concurrent one).
@@ -38,7 +38,7 @@ use crate::helpers::{Backend, TestDatabase, spawn_app};
 
 // --- What is generated ---------------------------------------------------------------------------
 
-/// What an event does, in the order that decides ties at one Calendly time (README, "How events
+/// What an event does, in the order that decides ties at one Calendly time (docs/events.md, "How events
 /// are applied"): a later kind wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
@@ -482,7 +482,7 @@ fn render(case: &Scope, event: &Event) -> Vec<u8> {
     serde_json::to_vec(&body).expect("JSON")
 }
 
-// --- The model: the README's rules, over the set of distinct events ---------------------------
+// --- The model: the documented rules, over the set of distinct events ---------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct MeetingRecord {
@@ -513,7 +513,7 @@ struct Record {
     inbox: BTreeMap<(String, String, i64), String>,
 }
 
-/// What the README says the record must be.
+/// What docs/events.md says the record must be.
 fn model(case: &Scope, scenario: &Scenario) -> Record {
     let mut inbox = BTreeMap::new();
     // Invitee URI → its applicable events, with their history.

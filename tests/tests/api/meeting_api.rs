@@ -432,7 +432,7 @@ async fn two_dispatchers_claiming_a_thousand_reminders_never_share_one(backend: 
 async fn claim_requests_are_validated(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut grpc = app.grpc().await;
-    // README: limit 1-500, lease_seconds 1-3600; both ends of each are accepted.
+    // docs/grpc-api.md: limit 1-500, lease_seconds 1-3600; both ends of each are accepted.
     for (request, refused_field) in [
         (claim(1, 60), None),
         (claim(500, 60), None),
