@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image with the three binaries; each Kubernetes workload names its own command
 # (k8s/base/*/): /usr/local/bin/adapter, /usr/local/bin/meeting-service,
-# /usr/local/bin/migration. The adapter package's `calendly` CLI (webhook subscriptions,
+# /usr/local/bin/migration. The `calendly` CLI (package calendly-cli: webhook subscriptions,
 # back-fill) comes along for one-off pods.
 #
 #   docker build -t registry.example.com/calendly-meetings:0.1.0 .
@@ -16,7 +16,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p adapter -p meeting-service -p migration \
+    cargo build --release --locked -p adapter -p meeting-service -p migration -p calendly-cli \
     && mkdir -p /out \
     && cp target/release/adapter target/release/calendly target/release/meeting-service \
           target/release/migration /out/

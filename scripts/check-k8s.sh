@@ -416,7 +416,7 @@ runtime_image = stages[-1].value[0]
 if not runtime_image.startswith("gcr.io/distroless/"):
     errors.append(f"the runtime stage should be distroless, not {runtime_image}")
 build = " ".join(" ".join(c.value) for c in commands if c.cmd.upper() == "RUN")
-for flag in ("cargo build", "--release", "--locked", "-p adapter", "-p meeting-service", "-p migration"):
+for flag in ("cargo build", "--release", "--locked", "-p adapter", "-p meeting-service", "-p migration", "-p calendly-cli"):
     if flag not in build:
         errors.append(f"the builder stage does not run {flag!r}")
 users = [c.value[0] for c in final if c.cmd.upper() == "USER"]

@@ -62,7 +62,7 @@ mod tests {
             }));
         }
         read.extend(names_read(&production, |lookup| {
-            adapter::calendly_api::settings::Settings::from_lookup(lookup, true).expect("CLI settings");
+            calendly_cli::settings::Settings::from_lookup(lookup, true).expect("CLI settings");
         }));
         let documented = documented("docs/configuration.md");
         let missing: Vec<_> = read.difference(&documented).collect();

@@ -24,9 +24,10 @@ use super::{
     pagination::{Cursor, Page},
     progress::Reporter,
     resources::CurrentUser,
+    tally::{InviteeResult, Tally},
     translate::{Delivery, invitee_deliveries},
 };
-use crate::{error::ApiError, meeting_client::MeetingClient};
+use adapter::{error::ApiError, meeting_client::MeetingClient};
 
 /// Tries of one event while the meeting service is unavailable (nothing was stored).
 const INGEST_ATTEMPTS: u32 = 3;
@@ -126,14 +127,6 @@ pub fn judge(response: &IngestCalendlyEventResponse) -> EventResult {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InviteeResult {
-    Created,
-    Updated,
-    Unchanged,
-    Failed,
-}
-
 /// An invitee's result from its events' results, in the order sent (the booking first).
 pub fn invitee_result(events: &[EventResult]) -> InviteeResult {
     if events.is_empty() || events.iter().any(|e| matches!(e, EventResult::Failed(_))) {
@@ -144,36 +137,6 @@ pub fn invitee_result(events: &[EventResult]) -> InviteeResult {
         InviteeResult::Updated
     } else {
         InviteeResult::Unchanged
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub scheduled_events: u64,
-    pub invitees: u64,
-    pub events_sent: u64,
-    pub created: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub failed: u64,
-}
-
-impl Tally {
-    pub fn add(&mut self, result: InviteeResult) {
-        let counter = match result {
-            InviteeResult::Created => &mut self.created,
-            InviteeResult::Updated => &mut self.updated,
-            InviteeResult::Unchanged => &mut self.unchanged,
-            InviteeResult::Failed => &mut self.failed,
-        };
-        *counter += 1;
-    }
-
-    pub fn counts(&self) -> String {
-        format!(
-            "created {}, updated {}, unchanged {}, failed {}",
-            self.created, self.updated, self.unchanged, self.failed
-        )
     }
 }
 
@@ -439,7 +402,7 @@ fn service_failure(error: &ApiError) -> String {
         ApiError::MeetingServiceUnavailable => format!(
             "the meeting service was unavailable ({INGEST_ATTEMPTS} tries); nothing was stored for this event"
         ),
-        ApiError::Rejected(message) => format!("the meeting service rejected it: {message}"),
+        ApiError::Rejected(refusal) => format!("the meeting service rejected it: {refusal}"),
         ApiError::Internal => "the meeting service refused or failed the call: check INTERNAL_API_TOKEN \
                                and its logs (RUST_LOG=adapter=error shows the gRPC status)"
             .to_owned(),

@@ -1,10 +1,13 @@
-//! The `calendly` command: Calendly's API side of the adapter. It manages webhook subscriptions
-//! and back-fills existing bookings through the meeting service's webhook path.
+//! The `calendly` command: the Calendly API side of the service. It manages webhook subscriptions
+//! and back-fills existing bookings through the meeting service's webhook path, translating the
+//! API's resources with the adapter's own webhook parser.
 //!
-//! Layout: `cli` (arguments), `settings` (environment), `client` (HTTP, retries, error mapping),
-//! `pagination` and `translate` (plain functions), `resources` (API shapes), `webhooks` and
-//! `backfill` (the commands), `progress` (bar or lines). The binary (`src/bin/calendly.rs`) only
-//! parses, reads settings and calls [`run`], which tests call in-process.
+//! Layout, each module depending only on those listed before it: `cli` (arguments), `settings`
+//! (environment, the retry policy), `pagination` (plain functions), `client` (HTTP, retries, error
+//! mapping), `resources` (API shapes), `translate` (resources → webhook bodies, plain functions),
+//! `tally` (a back-fill's counts), `progress` (bar or lines), `webhooks` and `backfill` (the
+//! commands). The binary (`src/main.rs`) only parses, reads settings and calls [`run`], which tests
+//! call in-process.
 
 pub mod backfill;
 pub mod cli;
@@ -13,6 +16,7 @@ pub mod pagination;
 pub mod progress;
 pub mod resources;
 pub mod settings;
+pub mod tally;
 pub mod translate;
 pub mod webhooks;
 
@@ -22,7 +26,7 @@ pub use cli::Cli;
 pub use client::{CalendlyClient, CalendlyError};
 pub use settings::Settings;
 
-use crate::meeting_client::MeetingClient;
+use adapter::meeting_client::MeetingClient;
 use cli::{Command, WebhooksCommand};
 
 /// Where a command writes.
@@ -49,7 +53,7 @@ pub enum CliError {
     #[error("{0}")]
     Calendly(#[from] CalendlyError),
     #[error("could not set up the meeting service client: {0}")]
-    MeetingService(String),
+    MeetingService(#[from] adapter::meeting_client::SetupError),
     #[error("backfill incomplete: {failed} failed{stopped}; see the failures above and run it again")]
     BackfillIncomplete { failed: u64, stopped: &'static str },
     #[error("writing output: {0}")]
@@ -107,8 +111,7 @@ pub async fn run(cli: Cli, settings: Settings, output: &mut Output<'_>) -> Resul
                 &meeting.url,
                 meeting.token.as_ref().map(|t| t.expose()),
                 meeting.timeout,
-            )
-            .map_err(|e| CliError::MeetingService(e.to_string()))?;
+            )?;
             let me = resources::current_user(&calendly).await?;
             let mut reporter = progress::Reporter::new(&mut *output.err, output.progress_bar);
             let report = backfill::run(&calendly, &meeting, &me, range, &mut reporter).await?;

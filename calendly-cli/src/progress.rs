@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::backfill::Tally;
+use super::tally::Tally;
 
 pub struct Reporter<'a> {
     err: &'a mut (dyn Write + Send),

@@ -2,7 +2,7 @@
 
 use std::{io::IsTerminal, process::ExitCode};
 
-use adapter::calendly_api::{self, Cli, Output, Settings};
+use calendly_cli::{Cli, Output, Settings};
 use clap::Parser;
 use service_kit::settings::process_env;
 use tracing_subscriber::EnvFilter;
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         err: &mut stderr,
         progress_bar,
     };
-    match runtime.block_on(calendly_api::run(cli, settings, &mut output)) {
+    match runtime.block_on(calendly_cli::run(cli, settings, &mut output)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

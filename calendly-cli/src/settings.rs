@@ -7,8 +7,6 @@ use std::{net::IpAddr, time::Duration};
 
 use service_kit::settings::{Lookup, Secret, SettingError, optional, parsed};
 
-use super::client::RetryPolicy;
-
 pub const DEFAULT_BASE_URL: &str = "https://api.calendly.com";
 pub const DEFAULT_MEETING_SERVICE_URL: &str = "http://127.0.0.1:50051";
 /// Calendly's largest page (`count` 1–100); fewer pages means fewer rate-limited calls.
@@ -155,6 +153,42 @@ pub fn check_base_url(value: &str) -> Result<String, String> {
         other => return Err(format!("has scheme {other:?}; use https://")),
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// How hard one request is tried before its failure is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries of one request that fails with 5xx, a timeout or a dropped connection. Requests that
+    /// create something are not retried after they may have reached Calendly (see `CalendlyClient::post`).
+    pub max_attempts: u32,
+    /// Wait before the second try; doubled for each further try.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// 429 answers waited out for one request before giving up.
+    pub max_rate_limit_waits: u32,
+    /// Longest single wait a 429 may impose; a longer hint is capped, and the request tried again.
+    pub max_rate_limit_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_rate_limit_waits: 10,
+            // Calendly's limits are per minute.
+            max_rate_limit_wait: Duration::from_secs(65),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed try number `attempt` (1-based).
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
 }
 
 #[cfg(test)]

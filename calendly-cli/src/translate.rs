@@ -13,7 +13,7 @@
 use proto::v1::CalendlyEvent;
 use serde_json::{Map, Value, json, value::RawValue};
 
-use crate::calendly::{self, ParseError};
+use adapter::calendly::{self, ParseError};
 
 pub const INVITEE_CREATED: &str = "invitee.created";
 pub const INVITEE_CANCELED: &str = "invitee.canceled";

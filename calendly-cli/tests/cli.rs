@@ -1,20 +1,21 @@
 //! The `calendly` command against a local mock of the Calendly API and real meeting services
 //! (SQLite): subscriptions, token errors, back-fill equivalence with webhooks, reruns, recovery
 //! from rate limits, server errors and timeouts, and partial failures. Commands run in-process
-//! through `calendly_api::run`; one smoke test runs the built binary.
+//! through `calendly_cli::run`; one smoke test runs the built binary.
 
-#[path = "calendly_cli/mock.rs"]
+#[path = "cli/mock.rs"]
 mod mock;
-#[path = "calendly_cli/scenario.rs"]
+#[path = "cli/scenario.rs"]
 mod scenario;
-#[path = "calendly_cli/stack.rs"]
+#[path = "cli/stack.rs"]
 mod stack;
 
 use std::time::{Duration, Instant};
 
-use adapter::calendly_api::{
-    self, Cli, CliError, Output, Settings,
-    client::{CalendlyError, RetryPolicy},
+use calendly_cli::{
+    Cli, CliError, Output, Settings,
+    client::CalendlyError,
+    settings::RetryPolicy,
     webhooks::{DEFAULT_EVENTS, RequestError},
 };
 use clap::Parser;
@@ -71,7 +72,7 @@ async fn calendly(args: &[&str], settings: Settings) -> Ran {
         err: &mut err,
         progress_bar: false,
     };
-    let result = calendly_api::run(cli, settings, &mut output).await;
+    let result = calendly_cli::run(cli, settings, &mut output).await;
     Ran {
         result,
         out: String::from_utf8(out).expect("UTF-8"),
@@ -621,7 +622,7 @@ async fn backfill_stops_early_when_the_meeting_service_is_down() {
         listener.local_addr().expect("address")
     };
     let mut settings = settings(&mock, None);
-    settings.meeting = Some(calendly_api::settings::MeetingSettings {
+    settings.meeting = Some(calendly_cli::settings::MeetingSettings {
         url: format!("http://{closed}"),
         token: None,
         timeout: Duration::from_secs(2),
