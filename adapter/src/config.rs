@@ -154,6 +154,22 @@ fn networks(lookup: Lookup<'_>, variable: &str) -> Result<Vec<IpNet>, SettingErr
         .collect()
 }
 
+impl service_kit::binary::ServiceSettings for Config {
+    fn read(lookup: Lookup<'_>) -> Result<Self, SettingError> {
+        Self::from_lookup(lookup)
+    }
+
+    fn startup(&self) -> service_kit::binary::Startup<'_> {
+        service_kit::binary::Startup {
+            name: "adapter",
+            protocol: "HTTP",
+            log: &self.log,
+            metrics_addr: self.metrics_addr,
+            listen_addr: self.http_addr,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,9 @@ pub enum ApiError {
     AmbiguousHeader(&'static str),
     #[error("the request body did not arrive within {} s", .0.as_secs())]
     RequestTimeout(Duration),
+    /// The body stream failed (the client reset the connection, bad chunked framing).
+    #[error("the request body could not be read")]
+    BodyUnreadable,
     #[error("{0}")]
     Signature(signature::Error),
     #[error("webhook signing secret is not configured")]
@@ -44,7 +47,7 @@ pub enum ApiError {
     #[error("the meeting service is unavailable; retry later")]
     MeetingServiceUnavailable,
     #[error("the meeting service rejected the event: {0}")]
-    Rejected(String),
+    Rejected(Refusal),
     #[error("internal error")]
     Internal,
 }
@@ -56,6 +59,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::AmbiguousHeader(_) => StatusCode::BAD_REQUEST,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyUnreadable => StatusCode::BAD_REQUEST,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
             Self::Parse(
                 ParseError::InvalidUtf8 | ParseError::InvalidJson(_) | ParseError::DuplicateKey { .. },
@@ -78,6 +82,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::AmbiguousHeader(_) => "AMBIGUOUS_HEADER",
             Self::RequestTimeout(_) => "REQUEST_TIMEOUT",
+            Self::BodyUnreadable => "BODY_UNREADABLE",
             Self::Signature(signature::Error::MissingHeader) => "MISSING_SIGNATURE",
             Self::Signature(signature::Error::MalformedHeader) => "MALFORMED_SIGNATURE_HEADER",
             Self::Signature(signature::Error::MalformedSignature) => "MALFORMED_SIGNATURE",
@@ -107,6 +112,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "content_type",
             Self::AmbiguousHeader(_) => "ambiguous_header",
             Self::RequestTimeout(_) => "timeout",
+            Self::BodyUnreadable => "malformed",
             Self::Signature(signature::Error::TimestampOutOfTolerance { .. }) => "stale",
             Self::Signature(_) | Self::SecretNotConfigured => "signature",
             Self::Parse(_) | Self::Rejected(_) => "malformed",
@@ -163,6 +169,19 @@ impl IntoResponse for ApiError {
         }
         response.extensions_mut().insert(self);
         response
+    }
+}
+
+/// The meeting service's refusal of a request: its code and message (which names the field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

@@ -3,14 +3,14 @@
 //! event to the meeting service over gRPC, answering 2xx only once it is stored. It is stateless
 //! apart from per-process rate-limit buckets and never touches the database.
 //!
-//! Layout: `config`, `startup` (router and layers), `routes/` (one file per endpoint),
-//! `signature`, `calendly` (payload types, JSON → protobuf), `json_keys` (one reading of every
-//! body), `client_ip`, `rate_limit`,
-//! `meeting_client` (gRPC), `upstream` (fail-fast while the meeting service is down), `tracking`
-//! (tracking id middleware), `error`.
+//! Layout, each module depending only on those listed before it: `json_keys` (one reading of
+//! every body), `calendly` (payload types, JSON → protobuf), `signature`, `client_ip`, `config`,
+//! `rate_limit`, `upstream` (fail-fast while the meeting service is down), `error` (every refusal,
+//! its status and code), `meeting_client` (gRPC), `metrics`, `tracking` (tracking id middleware,
+//! error rendering), `routes/` (the checks both webhook routes share, then one file per
+//! endpoint), `openapi`, `startup` (router, layers, serving).
 
 pub mod calendly;
-pub mod calendly_api;
 pub mod client_ip;
 pub mod config;
 pub mod error;
@@ -36,7 +36,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub meeting_client: meeting_client::MeetingClient,
     pub webhook_limiter: Arc<rate_limit::ClientLimiter>,
-    pub test_limiter: Arc<rate_limit::ClientLimiter>,
+    pub test_limiter: rate_limit::TestLimiter,
     pub started: Instant,
 }
 

@@ -18,7 +18,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{error::ApiError, upstream::Upstream};
+use crate::{
+    error::{ApiError, Refusal},
+    upstream::Upstream,
+};
 
 #[derive(Clone)]
 pub struct MeetingClient {
@@ -32,7 +35,7 @@ pub struct MeetingClient {
 impl MeetingClient {
     /// Connects lazily: the adapter starts (and reports the meeting service's state) even while
     /// the meeting service is down.
-    pub fn new(url: &str, token: Option<&str>, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(url: &str, token: Option<&str>, timeout: Duration) -> Result<Self, SetupError> {
         let channel = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
@@ -40,7 +43,7 @@ impl MeetingClient {
         let authorization = token
             .map(|token| MetadataValue::try_from(format!("Bearer {token}")))
             .transpose()
-            .map_err(|_| anyhow::anyhow!("INTERNAL_API_TOKEN: must be printable ASCII"))?;
+            .map_err(|_| SetupError::Token)?;
         Ok(Self {
             api: MeetingServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
@@ -109,7 +112,7 @@ impl MeetingClient {
     }
 
     /// The meeting service's own health answer for its API, or why there is none.
-    pub async fn health(&self, tracking_id: &str) -> Result<ServingStatus, String> {
+    pub async fn health(&self, tracking_id: &str) -> Result<ServingStatus, Unreachable> {
         let mut request = self.request(
             HealthCheckRequest {
                 service: proto::MEETING_SERVICE_NAME.to_owned(),
@@ -119,9 +122,23 @@ impl MeetingClient {
         request.set_timeout(Duration::from_secs(2));
         match self.health.clone().check(request).await {
             Ok(response) => Ok(response.into_inner().status()),
-            Err(status) => Err(format!("{:?}", status.code())),
+            Err(status) => Err(Unreachable(status.code())),
         }
     }
+}
+
+/// No health answer from the meeting service: the gRPC code of the failed check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("UNREACHABLE ({0:?})")]
+pub struct Unreachable(pub Code);
+
+/// Why the client could not be set up from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("not a gRPC URL: {0}")]
+    Url(#[from] tonic::transport::Error),
+    #[error("INTERNAL_API_TOKEN: must be printable ASCII")]
+    Token,
 }
 
 /// gRPC outcome → HTTP answer. Calendly retries anything that is not 2xx, so a 5xx is the right
@@ -162,9 +179,10 @@ fn by_code(status: &Status) -> ApiError {
         | Code::Aborted
         | Code::Cancelled
         | Code::Unknown => ApiError::MeetingServiceUnavailable,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            ApiError::Rejected(status.message().to_owned())
-        }
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => ApiError::Rejected(Refusal {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }),
         // Misconfiguration (token), a contract mismatch or a bug: nothing was stored; a 500 makes
         // Calendly retry once it is fixed.
         Code::Unauthenticated

@@ -25,8 +25,11 @@ use tower::ServiceExt;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
-    AppState, Config, error::ApiError, meeting_client::MeetingClient, rate_limit::ClientLimiter, routes,
-    tracking,
+    AppState, Config,
+    error::ApiError,
+    meeting_client::MeetingClient,
+    rate_limit::{ClientLimiter, TestLimiter},
+    routes, tracking,
 };
 
 /// The most a request's line and headers may take (hyper's read buffer, at least 8 KiB).
@@ -36,14 +39,49 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub fn router(state: AppState) -> Router {
-    with_layers(
-        Router::new()
-            .route("/webhook/calendly", post(routes::webhook::receive))
-            .route("/webhook/calendly/test", post(routes::test_endpoint::receive))
-            .route("/webhook/calendly/health", get(routes::health::report))
-            .route("/webhook/calendly/openapi.json", get(crate::openapi::document)),
-        state,
-    )
+    let routes = Router::new()
+        .route("/webhook/calendly", post(routes::webhook::receive))
+        .route("/webhook/calendly/health", get(routes::health::report))
+        .route("/webhook/calendly/openapi.json", get(crate::openapi::document));
+    let routes = if state.config.test_endpoint_enabled {
+        routes.route_service("/webhook/calendly/test", test_endpoint(state.clone()))
+    } else {
+        routes.route("/webhook/calendly/test", post(routes::test_endpoint::disabled))
+    };
+    with_layers(routes, state)
+}
+
+/// The test endpoint behind its rate limit (a tower_governor layer), which clients in
+/// `RATE_LIMIT_EXEMPT_CIDRS` go around: the layer has no allow-list of its own.
+fn test_endpoint(
+    state: AppState,
+) -> impl tower::Service<
+    Request<axum::body::Body>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    let method_not_allowed = || async { ApiError::MethodNotAllowed };
+    let plain = post(routes::test_endpoint::receive)
+        .fallback(method_not_allowed)
+        .with_state(state.clone());
+    let limited = post(routes::test_endpoint::receive)
+        .layer(state.test_limiter.layer())
+        .layer(axum::middleware::map_response(
+            crate::rate_limit::rename_allowance_headers,
+        ))
+        .fallback(method_not_allowed)
+        .with_state(state.clone());
+    tower::service_fn(move |request: Request<axum::body::Body>| {
+        let exempt = state
+            .test_limiter
+            .client(&request)
+            .is_some_and(|client| state.is_exempt(client));
+        let route = if exempt { plain.clone() } else { limited.clone() };
+        async move { route.oneshot(request).await }
+    })
 }
 
 /// The fallbacks and layers every route gets: 404/405 as error bodies, a panic as a 500 that
@@ -71,7 +109,7 @@ pub fn state(config: Config) -> anyhow::Result<AppState> {
     .context("MEETING_SERVICE_URL")?;
     Ok(AppState {
         webhook_limiter: Arc::new(ClientLimiter::new(config.webhook_rate_limit)),
-        test_limiter: Arc::new(ClientLimiter::new(config.test_rate_limit)),
+        test_limiter: TestLimiter::new(config.test_rate_limit, config.trusted_proxies.clone()),
         config: Arc::new(config),
         meeting_client,
         started: Instant::now(),

@@ -6,7 +6,11 @@ use axum::{Extension, Json, extract::State, http::StatusCode};
 use serde::Serialize;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::{AppState, config::MAX_BODY_BYTES, tracking::TrackingId};
+use crate::{
+    AppState, Config,
+    config::{MAX_BODY_BYTES, RateLimit},
+    tracking::TrackingId,
+};
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -73,13 +77,9 @@ pub async fn report(
     State(state): State<AppState>,
     Extension(tracking_id): Extension<TrackingId>,
 ) -> (StatusCode, Json<Health>) {
-    let config = &state.config;
     let upstream = state.meeting_client.health(&tracking_id.0).await;
     let serving = matches!(upstream, Ok(ServingStatus::Serving));
-    let upstream_status = match upstream {
-        Ok(status) => status.as_str_name().to_owned(),
-        Err(code) => format!("UNREACHABLE ({code})"),
-    };
+    let config = &state.config;
     let health = Health {
         status: if serving { "healthy" } else { "degraded" },
         service: "calendly-webhook-adapter",
@@ -89,27 +89,13 @@ pub async fn report(
         timestamp: crate::now_rfc3339(),
         tracking_id: tracking_id.0,
         meeting_service: MeetingServiceHealth {
-            status: upstream_status,
+            status: match upstream {
+                Ok(status) => status.as_str_name().to_owned(),
+                Err(unreachable) => unreachable.to_string(),
+            },
             url: config.meeting_service_url.clone(),
         },
-        configuration: Summary {
-            webhook_secret_configured: !config.signing_keys.is_empty(),
-            signing_keys: config.signing_keys.len(),
-            api_token_configured: config.calendly_api_token.is_some(),
-            internal_api_token_configured: config.internal_api_token.is_some(),
-            signature_tolerance_seconds: config.signature_tolerance.as_secs(),
-            test_endpoint_enabled: config.test_endpoint_enabled,
-            max_body_bytes: MAX_BODY_BYTES,
-            webhook_rate_limit: RateLimitSummary {
-                limit: config.webhook_rate_limit.limit,
-                window_seconds: config.webhook_rate_limit.window.as_secs(),
-            },
-            test_rate_limit: RateLimitSummary {
-                limit: config.test_rate_limit.limit,
-                window_seconds: config.test_rate_limit.window.as_secs(),
-            },
-            trusted_proxies: config.trusted_proxies.len(),
-        },
+        configuration: Summary::of(config),
     };
     let status = if serving {
         StatusCode::OK
@@ -117,4 +103,31 @@ pub async fn report(
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(health))
+}
+
+impl Summary {
+    /// What an operator may see of the configuration: whether things are set, never their values.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            webhook_secret_configured: !config.signing_keys.is_empty(),
+            signing_keys: config.signing_keys.len(),
+            api_token_configured: config.calendly_api_token.is_some(),
+            internal_api_token_configured: config.internal_api_token.is_some(),
+            signature_tolerance_seconds: config.signature_tolerance.as_secs(),
+            test_endpoint_enabled: config.test_endpoint_enabled,
+            max_body_bytes: MAX_BODY_BYTES,
+            webhook_rate_limit: RateLimitSummary::of(config.webhook_rate_limit),
+            test_rate_limit: RateLimitSummary::of(config.test_rate_limit),
+            trusted_proxies: config.trusted_proxies.len(),
+        }
+    }
+}
+
+impl RateLimitSummary {
+    fn of(rate: RateLimit) -> Self {
+        Self {
+            limit: rate.limit,
+            window_seconds: rate.window.as_secs(),
+        }
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::{
     Json,
     body::{Body, Bytes},
+    extract::{FromRequest, Request},
     http::{HeaderMap, header},
 };
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -27,7 +28,7 @@ pub const SINGLE_HEADERS: [&str; 3] = ["content-type", "content-length", webhook
 
 /// 400 `AMBIGUOUS_HEADER` when one of [`SINGLE_HEADERS`] appears more than once. The first
 /// check: it needs nothing but the header block.
-pub fn reject_repeated_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+fn reject_repeated_headers(headers: &HeaderMap) -> Result<(), ApiError> {
     match SINGLE_HEADERS
         .into_iter()
         .find(|name| headers.get_all(*name).iter().nth(1).is_some())
@@ -38,7 +39,7 @@ pub fn reject_repeated_headers(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// 415 unless the content type is JSON (`application/json`, any case, any parameters).
-pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -52,8 +53,8 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// 413 for a declared `Content-Length` over the limit, before anything is read: the cheapest
-/// check, so it comes first.
-pub fn reject_declared_oversize(headers: &HeaderMap) -> Result<(), ApiError> {
+/// check after the header block's own.
+fn reject_declared_oversize(headers: &HeaderMap) -> Result<(), ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -68,8 +69,7 @@ pub fn reject_declared_oversize(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Reads the body, stopping with 413 as soon as it passes the limit (a chunked body declares no
 /// length) and with 408 when it does not arrive within `timeout` (a client trickling bytes).
-pub async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
-    reject_declared_oversize(headers)?;
+async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
     let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
         .await
         .map_err(|_| ApiError::RequestTimeout(timeout))?;
@@ -80,10 +80,28 @@ pub async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Re
         }),
         Err(error) => {
             tracing::warn!(%error, "reading the request body failed");
-            Err(ApiError::Parse(crate::calendly::ParseError::InvalidJson(
-                "the body could not be read".into(),
-            )))
+            Err(ApiError::BodyUnreadable)
         }
+    }
+}
+
+/// A webhook request's body, after the front door's checks, each run once and in the documented
+/// order: one reading of the headers (400), the declared size (413), the content type (415), then
+/// the body itself, read in time (408) and within the limit (413). Both webhook routes take it;
+/// `/webhook/calendly` takes it as a `Result`, because a refusal there also costs the client's
+/// unverified allowance.
+pub struct CheckedBody(pub Bytes);
+
+impl FromRequest<AppState> for CheckedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        reject_repeated_headers(headers)?;
+        reject_declared_oversize(headers)?;
+        require_json(headers)?;
+        let body = read_body(request.into_body(), state.config.request_read_timeout).await?;
+        Ok(Self(body))
     }
 }
 

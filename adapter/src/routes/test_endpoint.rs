@@ -1,23 +1,15 @@
 //! `POST /webhook/calendly/test`: the seed's unsigned test endpoint. Takes the seed's
 //! `{"eventData": …}` shape or the real one, and goes through the same pipeline as real
-//! deliveries. Every request counts against the client's allowance. Off in production unless
-//! `ENABLE_TEST_ENDPOINT=true`.
+//! deliveries. Every request counts against the client's allowance, so the limit is a tower layer
+//! in front of the handler (`rate_limit::test_endpoint_layer`, tower_governor). Off in production
+//! unless `ENABLE_TEST_ENDPOINT=true`.
 
-use std::net::SocketAddr;
-
-use axum::{
-    Extension,
-    body::Body,
-    extract::{ConnectInfo, State},
-    http::HeaderMap,
-    response::{IntoResponse, Response},
-};
+use axum::{Extension, Json, extract::State};
 use proto::v1::Source;
 
-use super::{Accepted, ingest, read_body, reject_declared_oversize, reject_repeated_headers, require_json};
+use super::{Accepted, CheckedBody, ingest};
 use crate::{
     AppState, calendly,
-    client_ip::client_ip,
     error::{ApiError, ErrorBody},
     tracking::TrackingId,
 };
@@ -51,28 +43,16 @@ use crate::{
 )]
 pub async fn receive(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(tracking_id): Extension<TrackingId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    if !state.config.test_endpoint_enabled {
-        return Err(ApiError::TestEndpointDisabled);
-    }
-    let client = client_ip(peer, &headers, &state.config.trusted_proxies);
-    let allowance = state.take_allowance(&state.test_limiter, client)?;
-    tracing::Span::current().record("client", tracing::field::display(client));
+    CheckedBody(body): CheckedBody,
+) -> Result<Json<Accepted>, ApiError> {
     tracing::info!("manual Calendly event processing test initiated");
-    reject_repeated_headers(&headers)?;
-    reject_declared_oversize(&headers)?;
-    require_json(&headers)?;
-    let body = read_body(&headers, body, state.config.request_read_timeout).await?;
     let event = calendly::parse_delivery(&body)?;
-    let mut response = ingest(&state, &tracking_id, event, body, Source::TestEndpoint)
-        .await?
-        .into_response();
-    if let Some(allowance) = allowance {
-        allowance.write_headers(response.headers_mut());
-    }
-    Ok(response)
+    ingest(&state, &tracking_id, event, body, Source::TestEndpoint).await
+}
+
+/// The route while the test endpoint is off (production, unless `ENABLE_TEST_ENDPOINT=true`):
+/// refused before anything else is looked at.
+pub async fn disabled() -> ApiError {
+    ApiError::TestEndpointDisabled
 }

@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 
 use axum::{
     Extension, Json,
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{ConnectInfo, State},
     http::HeaderMap,
 };
 use proto::v1::Source;
 
-use super::{Accepted, ingest, read_body, reject_declared_oversize, reject_repeated_headers, require_json};
+use super::{Accepted, CheckedBody, ingest};
 use crate::{
     AppState, calendly,
     client_ip::client_ip,
@@ -61,13 +61,13 @@ pub async fn receive(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(tracking_id): Extension<TrackingId>,
     headers: HeaderMap,
-    body: Body,
+    body: Result<CheckedBody, ApiError>,
 ) -> Result<Json<Accepted>, ApiError> {
     let client = client_ip(peer, &headers, &state.config.trusted_proxies);
     // One line per delivery at info ("delivery processed", or the rejection); this one is detail.
     tracing::Span::current().record("client", tracing::field::display(client));
     tracing::debug!("webhook delivery received");
-    let verified = match verified_body(&state, &headers, body).await {
+    let verified = match body.and_then(|CheckedBody(body)| verify(&state, &headers, body)) {
         Ok(body) => body,
         Err(error) => {
             state.take_allowance(&state.webhook_limiter, client)?;
@@ -84,11 +84,8 @@ pub async fn receive(
     ingest(&state, &tracking_id, event, verified, Source::Webhook).await
 }
 
-async fn verified_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    reject_repeated_headers(headers)?;
-    reject_declared_oversize(headers)?;
-    require_json(headers)?;
-    let body = read_body(headers, body, state.config.request_read_timeout).await?;
+/// The body, when a signing key is configured and the signature verifies over its raw bytes.
+fn verify(state: &AppState, headers: &HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
     if state.config.signing_keys.is_empty() {
         return Err(ApiError::SecretNotConfigured);
     }
