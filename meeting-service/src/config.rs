@@ -99,6 +99,22 @@ impl Config {
     }
 }
 
+impl service_kit::binary::ServiceSettings for Config {
+    fn read(lookup: Lookup<'_>) -> Result<Self, SettingError> {
+        Self::from_lookup(lookup)
+    }
+
+    fn startup(&self) -> service_kit::binary::Startup<'_> {
+        service_kit::binary::Startup {
+            name: "meeting service",
+            protocol: "gRPC",
+            log: &self.log,
+            metrics_addr: self.metrics_addr,
+            listen_addr: self.grpc_addr,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

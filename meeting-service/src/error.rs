@@ -1,23 +1,50 @@
-//! The meeting service's errors and their gRPC status codes.
+//! The meeting service's errors and their gRPC status codes, mapped in one place.
+//!
+//! Each variant says what went wrong with the data its message needs; the mapping to a status code
+//! is exhaustive, so a new variant forces a decision. Database errors become `Unavailable` or
+//! `Unexpected` by their cause (`store::retry` classifies them).
+
+use std::fmt;
 
 use sea_orm::DbErr;
 use tonic::{Code, Status};
 
-use crate::store::retry::is_transient;
+/// The kind of record a key did not find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    Meeting,
+    Lead,
+    Reminder,
+    WebhookEvent,
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Meeting => "meeting",
+            Self::Lead => "lead",
+            Self::Reminder => "reminder",
+            Self::WebhookEvent => "webhook event",
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    /// The request is malformed; the message names the field.
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    NotFound(String),
+    /// A request field is missing, malformed or out of range; the message starts with its name.
+    #[error("{field}: {problem}")]
+    InvalidArgument { field: &'static str, problem: String },
+    #[error("no {record} with {key}")]
+    NotFound { record: Record, key: String },
     /// The request conflicts with another record (e.g. a lead's e-mail taken by another lead).
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// The record is not in a state that allows this (e.g. completing a reminder not claimed).
-    #[error("{0}")]
-    FailedPrecondition(String),
+    #[error("{field}: {problem}")]
+    AlreadyExists {
+        field: &'static str,
+        problem: &'static str,
+    },
+    /// Completing or releasing a reminder needs the claim that currently holds it.
+    #[error("reminder {id} is {state} and not held by this claim token")]
+    ClaimNotHeld { id: i64, state: String },
     /// The database is unreachable or kept failing transiently; nothing was stored.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
@@ -26,34 +53,55 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    pub fn from_db(error: DbErr) -> Self {
-        if is_transient(&error) {
-            Self::Unavailable(error)
-        } else {
-            Self::Unexpected(anyhow::Error::new(error))
+    pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    pub fn not_found(record: Record, key: impl fmt::Display) -> Self {
+        Self::NotFound {
+            record,
+            key: key.to_string(),
         }
     }
 
     /// The same failure for another caller of a batch that failed as a whole.
     pub fn shared(&self) -> Self {
         match self {
-            Self::InvalidArgument(m) => Self::InvalidArgument(m.clone()),
-            Self::NotFound(m) => Self::NotFound(m.clone()),
-            Self::AlreadyExists(m) => Self::AlreadyExists(m.clone()),
-            Self::FailedPrecondition(m) => Self::FailedPrecondition(m.clone()),
+            Self::InvalidArgument { field, problem } => Self::invalid(field, problem.clone()),
+            Self::NotFound { record, key } => Self::not_found(*record, key),
+            Self::AlreadyExists { field, problem } => Self::AlreadyExists { field, problem },
+            Self::ClaimNotHeld { id, state } => Self::ClaimNotHeld {
+                id: *id,
+                state: state.clone(),
+            },
             Self::Unavailable(cause) => Self::Unavailable(DbErr::Custom(cause.to_string())),
             Self::Unexpected(cause) => Self::Unexpected(anyhow::anyhow!("{cause:#}")),
         }
     }
 
-    fn code(&self) -> Code {
+    pub fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument(_) => Code::InvalidArgument,
-            Self::NotFound(_) => Code::NotFound,
-            Self::AlreadyExists(_) => Code::AlreadyExists,
-            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::NotFound { .. } => Code::NotFound,
+            Self::AlreadyExists { .. } => Code::AlreadyExists,
+            Self::ClaimNotHeld { .. } => Code::FailedPrecondition,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Unexpected(_) => Code::Internal,
+        }
+    }
+
+    /// The result label of the call's metrics: its code, in few values.
+    pub fn label(&self) -> &'static str {
+        match self.code() {
+            Code::InvalidArgument => "invalid_argument",
+            Code::NotFound => "not_found",
+            Code::AlreadyExists => "already_exists",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::Unavailable => "unavailable",
+            _ => "internal",
         }
     }
 }
@@ -64,10 +112,10 @@ impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         let code = error.code();
         let message = match &error {
-            ServiceError::InvalidArgument(message)
-            | ServiceError::NotFound(message)
-            | ServiceError::AlreadyExists(message)
-            | ServiceError::FailedPrecondition(message) => message.clone(),
+            ServiceError::InvalidArgument { .. }
+            | ServiceError::NotFound { .. }
+            | ServiceError::AlreadyExists { .. }
+            | ServiceError::ClaimNotHeld { .. } => error.to_string(),
             ServiceError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "database unavailable");
                 "the meeting database is unavailable; retry later".to_owned()
@@ -78,5 +126,29 @@ impl From<ServiceError> for Status {
             }
         };
         Status::new(code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_says_what_and_an_internal_failure_says_nothing() {
+        let status = Status::from(ServiceError::invalid("page_size", "at most 500"));
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::InvalidArgument, "page_size: at most 500")
+        );
+        let status = Status::from(ServiceError::not_found(Record::WebhookEvent, "id 7"));
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::NotFound, "no webhook event with id 7")
+        );
+        let status = Status::from(ServiceError::Unexpected(anyhow::anyhow!("secret detail")));
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::Internal, "internal error")
+        );
     }
 }

@@ -1,9 +1,12 @@
 //! The meeting service: owns the meeting record built from Calendly events and serves it over
 //! gRPC (`calendly.meetings.v1.MeetingService`), with standard health checking and reflection.
 //!
-//! Layout: `domain` (the rules, pure), `store` (sea-orm persistence and transactions), `entity`
-//! (tables), `grpc` (the tonic service), `health`, `config`, `error`. It knows nothing of HTTP,
-//! signatures or Calendly's JSON: the adapter translates those into protobuf.
+//! Layout, each module depending only on those listed before it: `domain` (the rules, pure),
+//! `entity` (tables), `error` (errors and their gRPC codes), `config`, `metrics`, `store`
+//! (persistence: the ingest batches, reads, leads, reminder claims, retries, pruning), `health`
+//! (the database probe behind gRPC health), `drain` (an observable shutdown), `grpc` (the tonic
+//! service: requests, conversions, the bearer check). It knows nothing of HTTP, signatures or
+//! Calendly's JSON: the adapter translates those into protobuf.
 
 pub mod config;
 pub mod domain;

@@ -1,19 +1,23 @@
 //! Group commit: concurrent `IngestCalendlyEvent` calls share one transaction.
 //!
-//! A caller puts its event on a bounded queue and waits for its own answer. Writer tasks take
-//! batches off the queue and store each with [`Store::ingest_batch`]: one commit, then every
+//! A caller puts its event on a bounded queue and waits for its own answer. A writer task per
+//! queue takes batches off it and stores each with [`Store::ingest_batch`]: one commit, then every
 //! caller answered. A free writer takes everything already queued, up to `max` events, so an idle
 //! service stores a lone event at once and adds no waiting; while one batch commits, the next one
-//! gathers. Only when the previous batch was full (the queue is outrunning the writers) does a
-//! writer wait, at most `wait`, for its batch to fill. SQLite has one writer (it has one write
-//! lock anyway); PostgreSQL several, so one batch gathers and commits while another does.
+//! gathers. Only when the previous batch was full (the queue is outrunning its writer) does a
+//! writer wait, at most `wait`, for its batch to fill.
+//!
+//! SQLite has one queue (it has one write lock anyway); PostgreSQL several, one batch committing
+//! while another gathers. Events go to a queue by their invitee URI, so every event of one
+//! meeting (and every copy of one event) lands in one queue: two batches of one process never lock
+//! the same meeting, nor wait on each other's insert of the same inbox key, nor retry for it.
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use sea_orm::DbErr;
 use tokio::{
-    sync::{Mutex, mpsc, oneshot},
+    sync::{mpsc, oneshot},
     task::JoinHandle,
     time::Instant,
 };
@@ -45,11 +49,11 @@ struct Job {
     reply: oneshot::Sender<Result<Ingested, ServiceError>>,
 }
 
-/// The queue's sending side; cheap to clone. The writers stop once every clone is dropped and
-/// the queue is empty.
+/// The queues' sending side; cheap to clone. The writers stop once every clone is dropped and
+/// their queues are empty.
 #[derive(Clone)]
 pub struct Ingestor {
-    queue: mpsc::Sender<Job>,
+    queues: Arc<Vec<mpsc::Sender<Job>>>,
 }
 
 impl Ingestor {
@@ -57,23 +61,31 @@ impl Ingestor {
     /// handles after dropping every [`Ingestor`] to let them finish what is queued.
     pub fn start(store: Store, settings: BatchSettings, pool_size: u32) -> (Self, Vec<JoinHandle<()>>) {
         let writers = writers(store.backend(), pool_size);
-        let (queue, receiver) = mpsc::channel(settings.max.saturating_mul(writers * 4).max(1));
-        let receiver = Arc::new(Mutex::new(receiver));
-        let handles = (0..writers)
-            .map(|_| tokio::spawn(write_batches(store.clone(), receiver.clone(), settings)))
-            .collect();
-        (Self { queue }, handles)
+        let mut queues = Vec::with_capacity(writers);
+        let mut handles = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let (queue, receiver) = mpsc::channel(settings.max.saturating_mul(4).max(1));
+            queues.push(queue);
+            handles.push(tokio::spawn(write_batches(store.clone(), receiver, settings)));
+        }
+        (
+            Self {
+                queues: Arc::new(queues),
+            },
+            handles,
+        )
     }
 
     /// Stores `request` with whatever else is queued and answers once that batch committed.
     pub async fn ingest(&self, request: IngestRequest) -> Result<Ingested, ServiceError> {
         let (reply, answer) = oneshot::channel();
+        let queue = &self.queues[queue_of(&request, self.queues.len())];
         let job = Job {
             request,
             queued_at: Instant::now(),
             reply,
         };
-        self.queue.send(job).await.map_err(|_| {
+        queue.send(job).await.map_err(|_| {
             ServiceError::Unavailable(DbErr::Custom("the ingest queue is closed: shutting down".into()))
         })?;
         answer.await.map_err(|_| {
@@ -91,9 +103,18 @@ fn writers(backend: sea_orm::DbBackend, pool_size: u32) -> usize {
     }
 }
 
-async fn write_batches(store: Store, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, settings: BatchSettings) {
+/// The queue for `request`: by its payload URI (the invitee's, for invitee events), so one meeting's
+/// events share a queue.
+fn queue_of(request: &IngestRequest, queues: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    crate::domain::event::payload_uri(&request.event).hash(&mut hasher);
+    (hasher.finish() % queues.max(1) as u64) as usize
+}
+
+async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Job>, settings: BatchSettings) {
     let mut previous_was_full = false;
-    while let Some(jobs) = next_batch(&receiver, settings, previous_was_full).await {
+    while let Some(jobs) = next_batch(&mut receiver, settings, previous_was_full).await {
         previous_was_full = jobs.len() >= settings.max;
         let started = Instant::now();
         metrics::histogram!("calendly_ingest_batch_size").record(jobs.len() as f64);
@@ -112,13 +133,12 @@ async fn write_batches(store: Store, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, 
     }
 }
 
-/// The next batch, or `None` once the queue is closed and empty. One writer gathers at a time.
+/// The next batch, or `None` once the queue is closed and empty.
 async fn next_batch(
-    receiver: &Mutex<mpsc::Receiver<Job>>,
+    receiver: &mut mpsc::Receiver<Job>,
     settings: BatchSettings,
     previous_was_full: bool,
 ) -> Option<Vec<Job>> {
-    let mut receiver = receiver.lock().await;
     let first = receiver.recv().await?;
     let mut jobs = Vec::with_capacity(settings.max);
     jobs.push(first);
@@ -160,6 +180,30 @@ mod tests {
     }
 
     #[test]
+    fn one_invitees_events_share_a_queue() {
+        let event = |name: &str, uri: &str| IngestRequest {
+            event: proto::v1::CalendlyEvent {
+                event_name: name.into(),
+                payload: Some(proto::v1::calendly_event::Payload::Invitee(proto::v1::Invitee {
+                    uri: uri.into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            raw_body: Vec::new(),
+            source: proto::v1::Source::Webhook,
+            tracking_id: String::new(),
+        };
+        for n in 0..50 {
+            let uri = format!("https://api.calendly.com/invitees/{n}");
+            assert_eq!(
+                queue_of(&event("invitee.created", &uri), 4),
+                queue_of(&event("invitee.canceled", &uri), 4)
+            );
+        }
+    }
+
+    #[test]
     fn writers_leave_half_the_pool_to_reads() {
         use sea_orm::DbBackend;
         assert_eq!(writers(DbBackend::Sqlite, 10), 1);
@@ -170,8 +214,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_free_writer_takes_what_is_queued_without_waiting() {
-        let (sender, receiver) = mpsc::channel(16);
-        let receiver = Mutex::new(receiver);
+        let (sender, mut receiver) = mpsc::channel(16);
         let mut answers = Vec::new();
         for _ in 0..3 {
             let (job, answer) = job();
@@ -183,7 +226,7 @@ mod tests {
             wait: Duration::from_secs(60),
         };
         let started = Instant::now();
-        let batch = next_batch(&receiver, settings, false).await.expect("a batch");
+        let batch = next_batch(&mut receiver, settings, false).await.expect("a batch");
         assert_eq!(batch.len(), 3);
         assert_eq!(
             started.elapsed(),
@@ -194,8 +237,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn after_a_full_batch_a_writer_waits_at_most_the_wait_to_fill_the_next() {
-        let (sender, receiver) = mpsc::channel(16);
-        let receiver = Mutex::new(receiver);
+        let (sender, mut receiver) = mpsc::channel(16);
         let (job, _answer) = job();
         sender.send(job).await.expect("queued");
         let settings = BatchSettings {
@@ -203,15 +245,14 @@ mod tests {
             wait: Duration::from_millis(5),
         };
         let started = Instant::now();
-        let batch = next_batch(&receiver, settings, true).await.expect("a batch");
+        let batch = next_batch(&mut receiver, settings, true).await.expect("a batch");
         assert_eq!(batch.len(), 1);
         assert_eq!(started.elapsed(), Duration::from_millis(5));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_holds_at_most_max_events() {
-        let (sender, receiver) = mpsc::channel(16);
-        let receiver = Mutex::new(receiver);
+        let (sender, mut receiver) = mpsc::channel(16);
         let mut answers = Vec::new();
         for _ in 0..10 {
             let (job, answer) = job();
@@ -223,20 +264,20 @@ mod tests {
             wait: Duration::from_millis(1),
         };
         assert_eq!(
-            next_batch(&receiver, settings, false).await.map(|b| b.len()),
+            next_batch(&mut receiver, settings, false).await.map(|b| b.len()),
             Some(4)
         );
         drop(sender);
         assert_eq!(
-            next_batch(&receiver, settings, true).await.map(|b| b.len()),
+            next_batch(&mut receiver, settings, true).await.map(|b| b.len()),
             Some(4)
         );
         assert_eq!(
-            next_batch(&receiver, settings, true).await.map(|b| b.len()),
+            next_batch(&mut receiver, settings, true).await.map(|b| b.len()),
             Some(2)
         );
         assert!(
-            next_batch(&receiver, settings, true).await.is_none(),
+            next_batch(&mut receiver, settings, true).await.is_none(),
             "closed and empty"
         );
     }

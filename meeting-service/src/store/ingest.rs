@@ -23,7 +23,7 @@ use crate::{
         lead::{NEW_LEAD_STATUS, normalize_email},
     },
     entity::webhook_event,
-    error::ServiceError,
+    error::{Record, ServiceError},
 };
 
 pub struct IngestRequest {
@@ -260,7 +260,7 @@ impl Store {
             .one(&self.db)
             .await
             .map_err(ServiceError::from_db)?
-            .ok_or_else(|| ServiceError::NotFound(format!("no webhook event with id {id}")))?;
+            .ok_or_else(|| ServiceError::not_found(Record::WebhookEvent, format!("id {id}")))?;
         let event = CalendlyEvent::decode(row.event_proto.as_slice()).map_err(|e| {
             ServiceError::Unexpected(anyhow::anyhow!("stored event {id} does not decode: {e}"))
         })?;

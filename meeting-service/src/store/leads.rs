@@ -14,12 +14,22 @@ use crate::{
         meeting::MeetingStatus,
     },
     entity::{lead, meeting},
-    error::ServiceError,
+    error::{Record, ServiceError},
 };
 
-pub enum LeadKey<'a> {
+#[derive(Debug, Clone)]
+pub enum LeadKey {
     Id(i64),
-    Email(&'a str),
+    Email(String),
+}
+
+impl std::fmt::Display for LeadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "id {id}"),
+            Self::Email(email) => write!(f, "email {email}"),
+        }
+    }
 }
 
 /// What a caller asks `UpsertLead` for, validated.
@@ -55,16 +65,14 @@ pub fn valid_email(email: &str) -> Result<String, ServiceError> {
     if well_formed {
         Ok(email)
     } else {
-        Err(ServiceError::InvalidArgument(
-            "email: not an e-mail address".into(),
-        ))
+        Err(ServiceError::invalid("email", "not an e-mail address"))
     }
 }
 
 impl Store {
-    pub async fn lead(&self, key: LeadKey<'_>) -> Result<Option<lead::Model>, ServiceError> {
+    pub async fn lead(&self, key: &LeadKey) -> Result<Option<lead::Model>, ServiceError> {
         let query = match key {
-            LeadKey::Id(id) => lead::Entity::find_by_id(id),
+            LeadKey::Id(id) => lead::Entity::find_by_id(*id),
             LeadKey::Email(email) => {
                 lead::Entity::find().filter(lead::Column::Email.eq(normalize_email(email)))
             }
@@ -104,14 +112,16 @@ impl Store {
                     .one(&txn)
                     .await?
                 else {
-                    return Err(Failure::Refused(ServiceError::NotFound(format!(
-                        "no lead with id {id}"
-                    ))));
+                    return Err(Failure::Refused(ServiceError::not_found(
+                        Record::Lead,
+                        LeadKey::Id(id),
+                    )));
                 };
                 if by_email.as_ref().is_some_and(|other| other.id != id) {
-                    return Err(Failure::Refused(ServiceError::AlreadyExists(
-                        "email: another lead has this e-mail".into(),
-                    )));
+                    return Err(Failure::Refused(ServiceError::AlreadyExists {
+                        field: "email",
+                        problem: "another lead has this e-mail",
+                    }));
                 }
                 Some(found)
             }

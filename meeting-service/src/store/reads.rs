@@ -21,9 +21,19 @@ pub struct MeetingView {
     pub reminders: Vec<meeting_reminder::Model>,
 }
 
-pub enum MeetingKey<'a> {
+#[derive(Debug, Clone)]
+pub enum MeetingKey {
     Id(i64),
-    InviteeUri(&'a str),
+    InviteeUri(String),
+}
+
+impl std::fmt::Display for MeetingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "id {id}"),
+            Self::InviteeUri(uri) => write!(f, "calendly_invitee_uri {uri}"),
+        }
+    }
 }
 
 /// `ListMeetings` filters, validated.
@@ -50,9 +60,9 @@ pub struct InboxPage {
 }
 
 impl Store {
-    pub async fn meeting(&self, key: MeetingKey<'_>) -> Result<Option<MeetingView>, ServiceError> {
+    pub async fn meeting(&self, key: &MeetingKey) -> Result<Option<MeetingView>, ServiceError> {
         let query = match key {
-            MeetingKey::Id(id) => meeting::Entity::find_by_id(id),
+            MeetingKey::Id(id) => meeting::Entity::find_by_id(*id),
             MeetingKey::InviteeUri(uri) => {
                 meeting::Entity::find().filter(meeting::Column::CalendlyInviteeId.eq(uri))
             }
@@ -166,8 +176,4 @@ impl Store {
             next_after_id,
         })
     }
-}
-
-pub(crate) fn outcome_of(row: &webhook_event::Model) -> Outcome {
-    Outcome::from_label(&row.outcome)
 }

@@ -19,7 +19,7 @@ use super::{Store, db_time};
 use crate::{
     domain::{meeting::MeetingStatus, reminders::ReminderState},
     entity::{meeting, meeting_reminder},
-    error::ServiceError,
+    error::{Record, ServiceError},
 };
 
 /// A reminder handed to a dispatcher, with its meeting.
@@ -204,14 +204,11 @@ impl Store {
             .one(&self.db)
             .await
             .map_err(ServiceError::from_db)?
-            .ok_or_else(|| ServiceError::NotFound(format!("no reminder with id {id}")))?;
+            .ok_or_else(|| ServiceError::not_found(Record::Reminder, format!("id {id}")))?;
         if changed == 1 {
             Ok(row)
         } else {
-            Err(ServiceError::FailedPrecondition(format!(
-                "reminder {id} is {} and not held by this claim token",
-                row.state
-            )))
+            Err(ServiceError::ClaimNotHeld { id, state: row.state })
         }
     }
 

@@ -54,6 +54,17 @@ impl RetryPolicy {
     }
 }
 
+impl ServiceError {
+    /// A database error as the caller sees it: `Unavailable` when trying again may succeed.
+    pub fn from_db(error: DbErr) -> Self {
+        if is_transient(&error) {
+            Self::Unavailable(error)
+        } else {
+            Self::Unexpected(anyhow::Error::new(error))
+        }
+    }
+}
+
 impl Store {
     /// Runs `attempt` (one whole transaction) until it succeeds, retrying transient failures with
     /// backoff up to the policy's number of tries.
