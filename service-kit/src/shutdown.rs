@@ -12,6 +12,9 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
+/// The shutdown signal as a value a service's `run` takes.
+pub type Signal = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
