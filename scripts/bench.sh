@@ -46,11 +46,6 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
-fi
-
 RUNS="${BENCH_RUNS:-3}"
 N="${BENCH_N:-4000}"
 PRELOAD="${BENCH_PRELOAD:-200000}"

@@ -7,22 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -c 'import grpc_reflection' 2>/dev/null || python3 -m pip install -q grpcio grpcio-reflection
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-[ -n "${LOCAL_BINARY:-}" ] || cargo build -q -p tests --bin local
-binary=${LOCAL_BINARY:-${CARGO_TARGET_DIR:-target}/debug/local}
-grpc_port=$(free_port)
-env DATABASE_URL="sqlite://$work/meetings.db?mode=rwc" HTTP_ADDR="127.0.0.1:$(free_port)" \
-  GRPC_ADDR="127.0.0.1:$grpc_port" METRICS_ADDR="127.0.0.1:$(free_port)" LOG_DIR=off \
-  "$binary" >"$work/service.log" 2>&1 &
-pid=$!
+check_local
+grpc_port="${GRPC##*:}"
 python3 - "$grpc_port" <<'PY'
 import sys, time
 import grpc

@@ -38,11 +38,6 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
-fi
-
 OUT="${FAULT_OUT:-target/fault-runs/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"

@@ -4,6 +4,12 @@
 # start_local, start_meeting_service and start_adapter expect BIN (the binaries' directory), OUT
 # (where logs go), SECRET and TOKEN, and a PIDS array the caller kills at exit.
 
+# cargo, also where rustup's environment is not loaded yet.
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
 free_port() {
@@ -22,7 +28,17 @@ wait_http() {
   return 1
 }
 
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# stop_pid PID: SIGTERM, and SIGKILL if it has not exited 15 s later.
+stop_pid() {
+  local _
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 1 150); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 
 # rss_kib PID [VmRSS|VmHWM]: resident memory of a process, 0 once it is gone.
 rss_kib() { awk -v k="${2:-VmRSS}" '$1 == k":" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -82,4 +98,22 @@ start_adapter() {
   wait_http "http://127.0.0.1:$http_port/webhook/calendly/health" 120 \
     || { log "the adapter did not start; see $OUT/$1-adapter.log"; return 1; }
   URL="http://127.0.0.1:$http_port/webhook/calendly"
+}
+
+# check_local [VAR=VALUE...]: for the check scripts, the debug `local` binary (built first; or
+# LOCAL_BINARY) on an SQLite file in a scratch directory, stopped and removed at exit. Sets OUT (the
+# scratch directory), URL, GRPC and SERVICE_PID.
+check_local() {
+  OUT=$(mktemp -d)
+  SECRET="${SECRET:-check-key}"
+  PIDS=()
+  trap 'for p in "${PIDS[@]}"; do stop_pid "$p"; done; rm -rf "$OUT"' EXIT
+  if [ -n "${LOCAL_BINARY:-}" ]; then
+    BIN=$(dirname "$LOCAL_BINARY")
+  else
+    cargo build -q -p tests --bin local
+    BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/debug"
+  fi
+  start_local check "${DATABASE_URL:-sqlite://$OUT/meetings.db?mode=rwc}" "$@" \
+    || { cat "$OUT/check.log" >&2; return 1; }
 }
