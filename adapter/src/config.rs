@@ -173,15 +173,10 @@ impl service_kit::binary::ServiceSettings for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use service_kit::settings::map_lookup;
+    use service_kit::settings::pairs_lookup;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, SettingError> {
-        let lookup = map_lookup(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let lookup = pairs_lookup(pairs);
         Config::from_lookup(&lookup)
     }
 

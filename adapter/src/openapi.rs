@@ -84,6 +84,28 @@ pub enum TestDelivery {
     Calendly(CalendlyEnvelope),
 }
 
+/// The refusals both webhook routes share, in the order the front door makes them (size, time,
+/// content type: `routes::CheckedBody`), then the client's allowance and the meeting service.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum SharedRefusals {
+    #[response(status = 413, description = "Body over 1 MiB", headers(("x-tracking-id" = String)))]
+    TooLarge(ErrorBody<'static>),
+    #[response(status = 408, description = "The body did not arrive in time", headers(("x-tracking-id" = String)))]
+    TooSlow(ErrorBody<'static>),
+    #[response(status = 415, description = "Content-Type is not application/json", headers(("x-tracking-id" = String)))]
+    NotJson(ErrorBody<'static>),
+    #[response(status = 429, description = "Too many requests from this client",
+        headers(("x-tracking-id" = String), ("retry-after" = String), ("ratelimit-limit" = String),
+            ("ratelimit-remaining" = String), ("ratelimit-reset" = String)))]
+    Throttled(ErrorBody<'static>),
+    #[response(status = 500, description = "Internal error; nothing was stored", headers(("x-tracking-id" = String)))]
+    Internal(ErrorBody<'static>),
+    #[response(status = 503, description = "The meeting service is unavailable; nothing was stored, retry later",
+        headers(("x-tracking-id" = String)))]
+    Unavailable(ErrorBody<'static>),
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -194,15 +194,10 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use service_kit::settings::map_lookup;
+    use service_kit::settings::pairs_lookup;
 
     fn settings(pairs: &[(&str, &str)], meeting_service: bool) -> Result<Settings, SettingError> {
-        let lookup = map_lookup(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let lookup = pairs_lookup(pairs);
         Settings::from_lookup(&lookup, meeting_service)
     }
 

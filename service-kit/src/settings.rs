@@ -18,6 +18,16 @@ pub fn map_lookup(values: HashMap<String, String>) -> impl Fn(&str) -> Option<St
     move |name| values.get(name).cloned()
 }
 
+/// A lookup over a handful of literal `(name, value)` pairs, as tests write settings.
+pub fn pairs_lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    map_lookup(
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+    )
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {message}")]
 pub struct SettingError {
@@ -132,26 +142,17 @@ impl fmt::Debug for Secret {
 mod tests {
     use super::*;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        map_lookup(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
-
     #[test]
     fn node_env_is_honoured_when_app_env_is_unset() {
-        let env = lookup(&[("NODE_ENV", "production")]);
+        let env = pairs_lookup(&[("NODE_ENV", "production")]);
         assert_eq!(Environment::from_lookup(&env), Ok(Environment::Production));
-        let env = lookup(&[("NODE_ENV", "production"), ("APP_ENV", "development")]);
+        let env = pairs_lookup(&[("NODE_ENV", "production"), ("APP_ENV", "development")]);
         assert_eq!(Environment::from_lookup(&env), Ok(Environment::Development));
     }
 
     #[test]
     fn a_bad_value_names_its_variable() {
-        let env = lookup(&[("PORT", "eighty")]);
+        let env = pairs_lookup(&[("PORT", "eighty")]);
         let error = parsed::<u16>(&env, "PORT", 3001).expect_err("not a number");
         assert_eq!(error.variable, "PORT");
         assert!(error.to_string().starts_with("PORT: "));

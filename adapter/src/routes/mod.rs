@@ -160,23 +160,31 @@ pub async fn ingest(
     );
     metrics::counter!("calendly_deliveries_total", "event" => kind_label, "outcome" => outcome.label())
         .increment(1);
-    let duplicate = response.duplicate;
-    Ok(Json(Accepted {
-        success: true,
-        tracking_id: tracking_id.0.clone(),
-        event: event_name.clone(),
-        duplicate,
-        result: ProcessingResult {
-            event: event_name,
+    Ok(Json(Accepted::new(tracking_id, event_name, response)))
+}
+
+impl Accepted {
+    /// The seed's answer shape, from the meeting service's answer.
+    fn new(tracking_id: &TrackingId, event: String, response: IngestCalendlyEventResponse) -> Self {
+        let duplicate = response.duplicate;
+        let outcome = response.outcome().label();
+        Accepted {
+            success: true,
             tracking_id: tracking_id.0.clone(),
-            processed: response.processed,
-            lead_updated: response.lead_updated,
-            errors: response.errors,
+            event: event.clone(),
             duplicate,
-            outcome: outcome.label(),
-            webhook_event_id: response.webhook_event_id,
-            meeting_id: response.meeting_id,
-            reminders_scheduled: response.reminders_scheduled,
-        },
-    }))
+            result: ProcessingResult {
+                event,
+                tracking_id: tracking_id.0.clone(),
+                processed: response.processed,
+                lead_updated: response.lead_updated,
+                errors: response.errors,
+                duplicate,
+                outcome,
+                webhook_event_id: response.webhook_event_id,
+                meeting_id: response.meeting_id,
+                reminders_scheduled: response.reminders_scheduled,
+            },
+        }
+    }
 }

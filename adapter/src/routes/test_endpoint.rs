@@ -30,15 +30,7 @@ use crate::{
         (status = 404, description = "The test endpoint is disabled", body = ErrorBody, headers(("x-tracking-id" = String))),
         (status = 422, description = "A required field is missing or has the wrong type; `error` names it", body = ErrorBody,
             headers(("x-tracking-id" = String))),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody, headers(("x-tracking-id" = String))),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody, headers(("x-tracking-id" = String))),
-        (status = 415, description = "Content-Type is not application/json", body = ErrorBody, headers(("x-tracking-id" = String))),
-        (status = 429, description = "Too many requests from this client", body = ErrorBody,
-            headers(("x-tracking-id" = String), ("retry-after" = String), ("ratelimit-limit" = String),
-                ("ratelimit-remaining" = String), ("ratelimit-reset" = String))),
-        (status = 500, description = "Internal error; nothing was stored", body = ErrorBody, headers(("x-tracking-id" = String))),
-        (status = 503, description = "The meeting service is unavailable; nothing was stored, retry later", body = ErrorBody,
-            headers(("x-tracking-id" = String))),
+        crate::openapi::SharedRefusals,
     )
 )]
 pub async fn receive(

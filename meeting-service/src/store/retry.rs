@@ -116,17 +116,7 @@ pub fn is_connection_lost(error: &DbErr) -> bool {
     match error {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(sqlx_error)) | DbErr::Query(RuntimeErr::SqlxError(sqlx_error)) => {
-            match sqlx_error.as_ref() {
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed => true,
-                sqlx::Error::Database(db) => {
-                    let code = db.code().unwrap_or_default();
-                    code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
-                }
-                _ => false,
-            }
+            is_connection_lost_sqlx(sqlx_error)
         }
         _ => false,
     }
@@ -137,30 +127,41 @@ pub fn is_transient(error: &DbErr) -> bool {
     match error {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(runtime) | DbErr::Query(runtime) => match runtime {
-            RuntimeErr::SqlxError(sqlx_error) => is_transient_sqlx(sqlx_error),
+            RuntimeErr::SqlxError(sqlx_error) => {
+                is_connection_lost_sqlx(sqlx_error) || lost_a_race(sqlx_error)
+            }
             RuntimeErr::Internal(_) => false,
         },
         _ => matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
     }
 }
 
-fn is_transient_sqlx(error: &sqlx::Error) -> bool {
+fn is_connection_lost_sqlx(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => {
+            // PostgreSQL: connection exceptions (class 08) and the server shutting down.
             let code = db.code().unwrap_or_default();
-            // PostgreSQL: serialization failure, deadlock, admin shutdown, connection exceptions.
-            // SQLite: BUSY (5) and its extended codes, LOCKED (6) and its extended codes.
-            matches!(code.as_ref(), "40001" | "40P01" | "57P01" | "57P02" | "57P03")
-                || code.starts_with("08")
-                || matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6))
-                || db.is_unique_violation()
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
         }
         _ => false,
     }
+}
+
+/// The transaction met another one: trying again after it has finished may succeed.
+fn lost_a_race(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    let code = db.code().unwrap_or_default();
+    // PostgreSQL: serialization failure, deadlock. SQLite: BUSY (5) and LOCKED (6), with their
+    // extended codes. Both: a unique key another transaction has just taken.
+    matches!(code.as_ref(), "40001" | "40P01")
+        || matches!(code.parse::<u32>().map(|c| c & 0xff), Ok(5 | 6))
+        || db.is_unique_violation()
 }
 
 #[cfg(test)]
