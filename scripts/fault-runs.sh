@@ -139,7 +139,7 @@ outage() {
   local rate=40 before=10 down=20 url health_down health_up
   start_private_pg
   url="postgres://postgres@127.0.0.1:$PRIVATE_PORT/calendly_outage"
-  start_local outage "$url" HEALTH_CHECK_INTERVAL_SECS=1
+  start_local outage "$url"
   local n=$(( rate * (before + down + 10) ))
   log "outage: $n deliveries at $rate/s; the database goes down after ${before}s for ${down}s"
   "$LOADGEN" --url "$URL" --secret "$SECRET" --mix realistic -n "$n" --rate "$rate" -c 256 \

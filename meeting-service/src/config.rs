@@ -3,7 +3,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use service_kit::{
-    settings::{Environment, Lookup, Secret, SettingError, flag, optional, parsed, seconds},
+    settings::{
+        Environment, Lookup, Secret, SettingError, flag, optional, parsed, positive_seconds, seconds,
+    },
     telemetry::LogSettings,
 };
 
@@ -88,7 +90,11 @@ impl Config {
             reminder_offsets,
             create_leads_for_unknown_invitees: flag(lookup, "CREATE_LEADS_FOR_UNKNOWN_INVITEES", false)?,
             raw_body_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
-            health_check_interval: seconds(lookup, "HEALTH_CHECK_INTERVAL_SECS", Duration::from_secs(1))?,
+            health_check_interval: positive_seconds(
+                lookup,
+                "HEALTH_CHECK_INTERVAL_SECS",
+                Duration::from_millis(250),
+            )?,
             shutdown_grace: seconds(lookup, "SHUTDOWN_GRACE_SECS", Duration::from_secs(20))?,
             ingest_batch: BatchSettings {
                 max: batch_max,

@@ -1,9 +1,10 @@
 //! gRPC health: SERVING while the database answers, NOT_SERVING while it does not.
 //!
 //! Both the whole server (`""`) and `calendly.meetings.v1.MeetingService` are reported. The
-//! database is probed every interval (`HEALTH_CHECK_INTERVAL_SECS`, default 1 s), with a short
-//! timeout so a database that stopped answering counts as down at once; while it is down, four
-//! times a second, so recovery shows within a quarter of a second. An operation that loses its
+//! database is probed every interval (`HEALTH_CHECK_INTERVAL_SECS`, default 0.25 s: an interval
+//! plus the probe's timeout is how long a lost database can go unnoticed, and it must stay under a
+//! second), with a short timeout so a database that stopped answering counts as down at once;
+//! while it is down, at least four times a second, so recovery shows within a quarter of a second. An operation that loses its
 //! connection has the probe run at once ([`crate::store::DatabaseState::suspect`]) rather than at
 //! the next interval. Kubernetes readiness should probe the named service; liveness should probe
 //! something that does not depend on the database, so an outage does not restart every pod.

@@ -83,6 +83,19 @@ pub fn seconds(lookup: Lookup<'_>, name: &str, default: Duration) -> Result<Dura
     parsed(lookup, name, default.as_secs()).map(Duration::from_secs)
 }
 
+/// A positive number of seconds that may have a fraction (`0.25`), for intervals under a second.
+pub fn positive_seconds(lookup: Lookup<'_>, name: &str, default: Duration) -> Result<Duration, SettingError> {
+    let seconds: f64 = parsed(lookup, name, default.as_secs_f64())?;
+    if !(seconds > 0.0) {
+        return Err(SettingError::new(
+            name,
+            format!("must be above 0 seconds, got {seconds}"),
+        ));
+    }
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| SettingError::new(name, format!("{seconds} seconds is out of range")))
+}
+
 /// `production` or `development`, from `APP_ENV`, else `NODE_ENV` (so a seed user's `.env` keeps
 /// working), else development.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +154,21 @@ impl fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positive_seconds_take_fractions_and_refuse_zero_and_junk() {
+        let read =
+            |value: &str| positive_seconds(&pairs_lookup(&[("T", value)]), "T", Duration::from_secs(1));
+        assert_eq!(read("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(read("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            positive_seconds(&pairs_lookup(&[]), "T", Duration::from_millis(250)),
+            Ok(Duration::from_millis(250))
+        );
+        for bad in ["0", "-1", "NaN", "inf", "soon", "1e30"] {
+            assert!(read(bad).is_err(), "{bad} is refused");
+        }
+    }
 
     #[test]
     fn node_env_is_honoured_when_app_env_is_unset() {
