@@ -86,7 +86,7 @@ pub fn seconds(lookup: Lookup<'_>, name: &str, default: Duration) -> Result<Dura
 /// A positive number of seconds that may have a fraction (`0.25`), for intervals under a second.
 pub fn positive_seconds(lookup: Lookup<'_>, name: &str, default: Duration) -> Result<Duration, SettingError> {
     let seconds: f64 = parsed(lookup, name, default.as_secs_f64())?;
-    if !(seconds > 0.0) {
+    if seconds.is_nan() || seconds <= 0.0 {
         return Err(SettingError::new(
             name,
             format!("must be above 0 seconds, got {seconds}"),
