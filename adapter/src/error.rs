@@ -14,7 +14,14 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{calendly::ParseError, rate_limit::Throttled, signature};
+use crate::{calendly::ParseError, signature};
+
+/// Over the limit: when the next request would be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled {
+    pub limit: u32,
+    pub retry_after: Duration,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {

@@ -5,10 +5,11 @@
 //!
 //! Layout, each module depending only on those listed before it: `json_keys` (one reading of
 //! every body), `calendly` (payload types, JSON → protobuf), `signature`, `client_ip`, `config`,
-//! `rate_limit`, `upstream` (fail-fast while the meeting service is down), `error` (every refusal,
-//! its status and code), `meeting_client` (gRPC), `metrics`, `tracking` (tracking id middleware,
-//! error rendering), `routes/` (the checks both webhook routes share, then one file per
-//! endpoint), `openapi`, `startup` (router, layers, serving).
+//! `error` (every refusal, its status and code), `rate_limit`, `upstream` (fail-fast while the
+//! meeting service is down), `meeting_client` (gRPC), `metrics`, `tracking` (tracking id
+//! middleware, error rendering), `routes/` (the checks both webhook routes share, one file per
+//! webhook and health endpoint, the OpenAPI-only types), `openapi` (the document and its
+//! endpoint), `startup` (router, layers, serving).
 
 pub mod calendly;
 pub mod client_ip;

@@ -20,7 +20,7 @@ pub fn describe() {
     );
     describe_counter!(
         "calendly_http_rejections_total",
-        "Requests answered with an error, by reason (signature, stale, size, content_type, rate_limited, malformed, route, unavailable, internal)."
+        "Requests answered with an error, by reason (size, content_type, timeout, ambiguous_header, signature, stale, malformed, rate_limited, route, unavailable, internal)."
     );
     describe_counter!(
         "calendly_stale_genuine_signatures_total",

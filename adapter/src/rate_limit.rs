@@ -36,7 +36,11 @@ use tower_governor::{
     key_extractor::KeyExtractor,
 };
 
-use crate::{client_ip::client_ip, config::RateLimit, error::ApiError};
+use crate::{
+    client_ip::client_ip,
+    config::RateLimit,
+    error::{ApiError, Throttled},
+};
 
 type Limiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
 
@@ -59,13 +63,6 @@ impl Allowance {
         headers.insert("ratelimit-limit", self.limit.into());
         headers.insert("ratelimit-remaining", self.remaining.into());
     }
-}
-
-/// Over the limit: when the next request would be allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Throttled {
-    pub limit: u32,
-    pub retry_after: Duration,
 }
 
 /// `limit` per `window`: the bucket's size, and the time one token takes to come back.

@@ -2,11 +2,11 @@
 //! and back-fills existing bookings through the meeting service's webhook path, translating the
 //! API's resources with the adapter's own webhook parser.
 //!
-//! Layout, each module depending only on those listed before it: `cli` (arguments), `settings`
-//! (environment, the retry policy), `pagination` (plain functions), `client` (HTTP, retries, error
-//! mapping), `resources` (API shapes), `translate` (resources → webhook bodies, plain functions),
-//! `tally` (a back-fill's counts), `progress` (bar or lines), `webhooks` and `backfill` (the
-//! commands). The binary (`src/main.rs`) only parses, reads settings and calls [`run`], which tests
+//! Layout, each module depending only on those listed before it: `settings` (environment, the
+//! retry policy), `pagination` (plain functions), `client` (HTTP, retries, error mapping),
+//! `resources` (API shapes), `translate` (resources → webhook bodies, plain functions), `tally`
+//! (a back-fill's counts), `progress` (bar or lines), `webhooks` and `backfill` (the commands),
+//! `cli` (arguments, parsed with the commands' defaults and parsers). The binary (`src/main.rs`) only parses, reads settings and calls [`run`], which tests
 //! call in-process.
 
 pub mod backfill;

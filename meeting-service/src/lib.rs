@@ -2,8 +2,9 @@
 //! gRPC (`calendly.meetings.v1.MeetingService`), with standard health checking and reflection.
 //!
 //! Layout, each module depending only on those listed before it: `domain` (the rules, pure),
-//! `entity` (tables), `error` (errors and their gRPC codes), `config`, `metrics`, `store`
-//! (persistence: the ingest batches, reads, leads, reminder claims, retries, pruning), `health`
+//! `entity` (tables), `error` (errors and their gRPC codes), `metrics`, `store` (persistence:
+//! the ingest batches, reads, leads, reminder claims, retries, pruning), `config` (settings,
+//! the store's among them), `health`
 //! (the database probe behind gRPC health), `drain` (an observable shutdown), `grpc` (the tonic
 //! service: requests, conversions, the bearer check). It knows nothing of HTTP, signatures or
 //! Calendly's JSON: the adapter translates those into protobuf.

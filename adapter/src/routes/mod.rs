@@ -1,7 +1,10 @@
-//! One module per endpoint; each handler extracts its input, calls the pipeline and maps the
-//! result. The shared steps (size, content type, body, answer) live here.
+//! One module per endpoint that carries the service's work (`webhook`, `test_endpoint`,
+//! `health`); each handler extracts its input, calls the pipeline and maps the result. The
+//! shared steps (size, content type, body, answer) live here, and `schema` holds the types that
+//! only the OpenAPI document describes. The document's own endpoint is `crate::openapi`.
 
 pub mod health;
+pub mod schema;
 pub mod test_endpoint;
 pub mod webhook;
 

@@ -20,7 +20,7 @@ use crate::{
     path = "/webhook/calendly/test",
     tag = "webhooks",
     summary = "An unsigned test delivery (the seed's eventData shape or the real one)",
-    request_body(content = crate::openapi::TestDelivery, content_type = "application/json"),
+    request_body(content = crate::routes::schema::TestDelivery, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored (or a duplicate); a body missing meeting data is stored as failed",
             body = Accepted, headers(("x-tracking-id" = String), ("ratelimit-limit" = String), ("ratelimit-remaining" = String))),
@@ -30,7 +30,7 @@ use crate::{
         (status = 404, description = "The test endpoint is disabled", body = ErrorBody, headers(("x-tracking-id" = String))),
         (status = 422, description = "A required field is missing or has the wrong type; `error` names it", body = ErrorBody,
             headers(("x-tracking-id" = String))),
-        crate::openapi::SharedRefusals,
+        crate::routes::schema::SharedRefusals,
     )
 )]
 pub async fn receive(

@@ -37,7 +37,7 @@ pub const SIGNATURE_HEADER: &str = "calendly-webhook-signature";
     description = "Verified with Calendly-Webhook-Signature over the raw body. A verified delivery is stored \
         whatever its content (one Calendly cannot parse is kept as failed) and never rate limited.",
     params(("calendly-webhook-signature" = Option<String>, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256>")),
-    request_body(content = crate::openapi::CalendlyEnvelope, content_type = "application/json"),
+    request_body(content = crate::routes::schema::CalendlyEnvelope, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored (or a duplicate of a stored event)", body = Accepted,
             headers(("x-tracking-id" = String))),
@@ -45,7 +45,7 @@ pub const SIGNATURE_HEADER: &str = "calendly-webhook-signature";
             body = ErrorBody, headers(("x-tracking-id" = String))),
         (status = 401, description = "Signature missing, malformed, stale or wrong", body = ErrorBody,
             headers(("x-tracking-id" = String))),
-        crate::openapi::SharedRefusals,
+        crate::routes::schema::SharedRefusals,
     )
 )]
 pub async fn receive(

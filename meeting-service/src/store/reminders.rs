@@ -140,17 +140,8 @@ impl Store {
                 Expr::value(ReminderState::Sent.as_str()),
             )
             .col_expr(meeting_reminder::Column::Sent, Expr::value(true))
-            .col_expr(meeting_reminder::Column::SentAt, Expr::value(now))
-            .col_expr(
-                meeting_reminder::Column::ClaimToken,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                meeting_reminder::Column::ClaimExpiresAt,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(meeting_reminder::Column::UpdatedAt, Expr::value(now));
-        let reminder = self.finish_claim(id, claim_token, update).await?;
+            .col_expr(meeting_reminder::Column::SentAt, Expr::value(now));
+        let reminder = self.finish_claim(id, claim_token, now, update).await?;
         metrics::counter!("calendly_reminders_sent_total").increment(1);
         Ok(reminder)
     }
@@ -170,7 +161,19 @@ impl Store {
             .col_expr(
                 meeting_reminder::Column::ClaimedBy,
                 Expr::value(Option::<String>::None),
-            )
+            );
+        self.finish_claim(id, claim_token, db_time(now), update).await
+    }
+
+    /// Applies `update` to the reminder and ends its claim, if `claim_token` holds it.
+    async fn finish_claim(
+        &self,
+        id: i64,
+        claim_token: &str,
+        now: DateTime<Utc>,
+        update: sea_orm::UpdateMany<meeting_reminder::Entity>,
+    ) -> Result<meeting_reminder::Model, ServiceError> {
+        let update = update
             .col_expr(
                 meeting_reminder::Column::ClaimToken,
                 Expr::value(Option::<String>::None),
@@ -179,16 +182,7 @@ impl Store {
                 meeting_reminder::Column::ClaimExpiresAt,
                 Expr::value(Option::<DateTime<Utc>>::None),
             )
-            .col_expr(meeting_reminder::Column::UpdatedAt, Expr::value(db_time(now)));
-        self.finish_claim(id, claim_token, update).await
-    }
-
-    async fn finish_claim(
-        &self,
-        id: i64,
-        claim_token: &str,
-        update: sea_orm::UpdateMany<meeting_reminder::Entity>,
-    ) -> Result<meeting_reminder::Model, ServiceError> {
+            .col_expr(meeting_reminder::Column::UpdatedAt, Expr::value(now));
         let changed = self
             .with_retries("finish_claim", || {
                 update
