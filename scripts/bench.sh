@@ -56,7 +56,9 @@ ONLY="${BENCH_ONLY:-}"
 BACKENDS="${BENCH_BACKENDS:-sqlite postgres}"
 PG_ADMIN="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PG_DB=calendly_bench
-PG_URL="${PG_ADMIN%/*}/$PG_DB"
+# TLS off, for every build and for pgbench alike: on loopback it protects nothing, and with sqlx
+# 0.9.0 (no TCP_NODELAY) it stalls the service's writes behind delayed ACKs (BENCHMARKS.md).
+PG_URL="${PG_ADMIN%/*}/$PG_DB?sslmode=disable"
 OUT="${BENCH_OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
@@ -432,7 +434,7 @@ ab_database() {
   if [ "$2" = sqlite ]; then
     SQLITE_FILE="$OUT/bench-$1.db"; DB_URL="sqlite://$SQLITE_FILE?mode=rwc"
   else
-    PG_URL="${PG_ADMIN%/*}/${PG_DB}_$1"; DB_URL="$PG_URL"
+    PG_URL="${PG_ADMIN%/*}/${PG_DB}_$1?sslmode=disable"; DB_URL="$PG_URL"
   fi
 }
 
