@@ -142,8 +142,11 @@ outage() {
   start_local outage "$url"
   local n=$(( rate * (before + down + 10) ))
   log "outage: $n deliveries at $rate/s; the database goes down after ${before}s for ${down}s"
+  # 503s come at once during the outage, so the retries, not the answers, must span it: 18
+  # attempts wait at least 27.9 s in all (equal jitter: half of each step), more than the 20 s
+  # outage plus recovery. Calendly itself retries for 24 hours.
   "$LOADGEN" --url "$URL" --secret "$SECRET" --mix realistic -n "$n" --rate "$rate" -c 256 \
-    --max-attempts 12 --backoff-base-ms 250 --backoff-max-ms 4000 --timeout-ms 10000 \
+    --max-attempts 18 --backoff-base-ms 250 --backoff-max-ms 4000 --timeout-ms 10000 \
     --time-limit-secs 180 --require-all-acknowledged --verify-database "$url" \
     --attempts-log "$OUT/outage-attempts.csv" --json "$OUT/outage.json" --label outage \
     >"$OUT/outage.txt" 2>&1 &
@@ -158,6 +161,9 @@ outage() {
   local not_serving_ms=$(( $(now_ms) - t_down ))
   local left=$(( down - ($(now_ms) - t_down) / 1000 ))
   [ "$left" -gt 0 ] && sleep "$left"
+  # The database may accept connections before pg_ctl -w notices (it polls): only answers that
+  # came before the restart began are known to have come while it was down.
+  local t_restart; t_restart=$(now_ms)
   pg_private start
   # pg_ctl -w returns once the server accepts connections: recovery is timed from there.
   local t_up; t_up=$(now_ms)
@@ -168,10 +174,10 @@ outage() {
   local gen_status=0
   wait "$gen" || gen_status=$?
   cat "$OUT/outage.txt"
-  # A request sent after the database was down and answered before it was back cannot have
-  # been stored: a 2xx for it would acknowledge something that is not there. The 503s after the
+  # A request sent after the database was down and answered before its restart began cannot
+  # have been stored: a 2xx for it would acknowledge something that is not there. The 503s after the
   # first second of the outage must come at once (the service knows the database is down).
-  read -r during ok503 acked_during first503_ms p99_503_ms errors500 < <(python3 - "$OUT/outage-attempts.csv" "$t_down" "$t_up" <<'EOF'
+  read -r during ok503 acked_during first503_ms p99_503_ms errors500 < <(python3 - "$OUT/outage-attempts.csv" "$t_down" "$t_restart" <<'EOF'
 import csv, sys
 path, down, up = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 during = ok503 = acked = errors500 = 0
