@@ -305,30 +305,7 @@ async fn sigterm_during_a_burst_loses_no_acknowledged_delivery(backend: Backend)
     assert!(sent.len() < AT_MOST, "the process kept answering after SIGTERM");
 
     let acknowledged: Vec<usize> = sent.iter().filter(|s| s.status == Ok(200)).map(|s| s.n).collect();
-    let db = Database::connect(&database.url).await.expect("connect");
-    let app_db = crate::helpers::RowCounter(&db);
-    for n in &acknowledged {
-        let uri = format!(
-            "https://api.calendly.com/scheduled_events/e0d1c2b3-a495-4867-8f9e-0a1b2c3d4e5f/invitees/1a2b3c4d-5e6f-4a7b-8c9d-{n:012}"
-        );
-        let meetings = app_db
-            .scalar(&format!(
-                "SELECT COUNT(*) FROM meetings WHERE calendly_invitee_id = '{uri}'"
-            ))
-            .await;
-        assert_eq!(meetings, 1, "delivery {n} was answered 200 but is not stored");
-    }
-    // Nothing half-written: every stored meeting has its inbox row and all three reminders.
-    let meetings = app_db.scalar("SELECT COUNT(*) FROM meetings").await;
-    assert_eq!(
-        app_db.scalar("SELECT COUNT(*) FROM webhook_events").await,
-        meetings
-    );
-    assert_eq!(
-        app_db.scalar("SELECT COUNT(*) FROM meeting_reminders").await,
-        meetings * 3
-    );
-    db.close().await.ok();
+    assert_acknowledged_are_stored_whole(&database.url, &acknowledged).await;
 }
 
 /// SIGKILL mid-burst: batches in flight die with the process, and every delivery that was
@@ -384,9 +361,15 @@ async fn sigkill_during_batches_loses_no_acknowledged_delivery(backend: Backend)
         "deliveries were in flight when the process died"
     );
 
-    let db = Database::connect(&database.url).await.expect("connect");
+    assert_acknowledged_are_stored_whole(&database.url, &acknowledged).await;
+}
+
+/// Every delivery answered 200 (delivery n is invitee `…-{n:012}`) has its meeting, and nothing is
+/// half-written: every stored meeting has its inbox row and all three reminders.
+async fn assert_acknowledged_are_stored_whole(url: &str, acknowledged: &[usize]) {
+    let db = Database::connect(url).await.expect("connect");
     let app_db = crate::helpers::RowCounter(&db);
-    for n in &acknowledged {
+    for n in acknowledged {
         let uri = format!(
             "https://api.calendly.com/scheduled_events/e0d1c2b3-a495-4867-8f9e-0a1b2c3d4e5f/invitees/1a2b3c4d-5e6f-4a7b-8c9d-{n:012}"
         );
