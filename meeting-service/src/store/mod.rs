@@ -33,6 +33,7 @@ use std::{
 use anyhow::Context;
 use chrono::{DateTime, SubsecRound, Utc};
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, EntityTrait, QuerySelect};
 
 pub use ingest::{IngestRequest, Ingested};
@@ -193,12 +194,16 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
-    if tls_is_pointless(url) {
-        // sqlx 0.9.0 leaves Nagle's algorithm on, and its TLS writes then wait for delayed ACKs:
-        // on loopback, TLS (sslmode=prefer, the default) cut group-commit throughput 4.5-fold
-        // (BENCHMARKS.md) while protecting nothing, since the traffic never leaves the host.
-        options.map_sqlx_postgres_opts(|opts| opts.ssl_mode(sea_orm::sqlx::postgres::PgSslMode::Disable));
-    }
+    // sqlx 0.9.0 leaves Nagle's algorithm on, and its TLS writes then wait for delayed ACKs: on
+    // loopback, TLS (sslmode=prefer, the default) cut group-commit throughput 4.5-fold
+    // (BENCHMARKS.md) while protecting nothing, since the traffic never leaves the host.
+    options.map_sqlx_postgres_opts(|opts| {
+        if tls_is_pointless(&opts) {
+            opts.ssl_mode(PgSslMode::Disable)
+        } else {
+            opts
+        }
+    });
     let db = Database::connect(options)
         .await
         .context("connecting to DATABASE_URL")?;
@@ -206,37 +211,16 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
     Ok(db)
 }
 
-/// A PostgreSQL URL for this host (loopback address or Unix socket) that leaves `sslmode` to the
-/// default: TLS would only cost time there. A URL that names `sslmode` gets what it names.
-fn tls_is_pointless(url: &str) -> bool {
-    let Some(rest) = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-    else {
-        return false;
-    };
-    let (authority, query) = match rest.split_once('?') {
-        Some((before, query)) => (before, query),
-        None => (rest, ""),
-    };
-    if query.split('&').any(|pair| pair.starts_with("sslmode=")) {
-        return false;
-    }
-    let query_host = query.split('&').find_map(|pair| pair.strip_prefix("host="));
-    let authority = authority.split('/').next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = match host_port.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host_port.split(':').next().unwrap_or_default(),
-    };
-    match query_host {
-        // A socket directory, or a host given as a parameter.
-        Some(host) => host.starts_with('/') || host.starts_with("%2F") || is_loopback(host),
-        None => host.is_empty() || is_loopback(host),
-    }
+/// TLS only costs time towards this host (a loopback address or a Unix socket), and `prefer`
+/// (the mode when neither the URL's `sslmode` nor `PGSSLMODE` names one) lets it be left out.
+/// Any other mode is kept as named.
+fn tls_is_pointless(options: &PgConnectOptions) -> bool {
+    matches!(options.get_ssl_mode(), PgSslMode::Prefer)
+        && (options.get_socket().is_some() || is_loopback(options.get_host()))
 }
 
 fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
@@ -256,30 +240,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tls_is_skipped_only_for_this_host_and_only_when_sslmode_is_not_named() {
+    fn tls_is_skipped_only_towards_this_host_and_only_when_the_mode_allows_it() {
         let cases = [
             ("postgres://postgres@127.0.0.1:5432/app", true),
             ("postgresql://user:pw@localhost/app", true),
             ("postgres://user@[::1]:5432/app", true),
             ("postgres://user@127.0.0.2/app", true),
-            ("postgres://user@/app?host=/var/run/postgresql", true),
+            ("postgres://user@localhost/app?host=/var/run/postgresql", true),
             (
                 "postgres://user@localhost/app?host=%2Fvar%2Frun%2Fpostgresql",
                 true,
             ),
             ("postgres://postgres@127.0.0.1:5432/app?sslmode=require", false),
             (
-                "postgres://postgres@127.0.0.1/app?application_name=x&sslmode=prefer",
+                "postgres://postgres@127.0.0.1/app?application_name=x&sslmode=verify-full",
                 false,
             ),
+            // prefer allows a connection without TLS; towards this host that is the one taken.
+            ("postgres://postgres@127.0.0.1/app?sslmode=prefer", true),
             ("postgres://user@db.internal:5432/app", false),
             ("postgres://user@10.0.0.7/app", false),
             ("postgres://user@localhost.example.com/app", false),
-            ("postgres://user@/app?host=db.internal", false),
-            ("sqlite://data/meetings.db", false),
+            ("postgres://user@localhost/app?host=db.internal", false),
         ];
         for (url, expected) in cases {
-            assert_eq!(tls_is_pointless(url), expected, "{url}");
+            let options: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+            assert_eq!(tls_is_pointless(&options), expected, "{url}");
         }
     }
 
