@@ -11,7 +11,8 @@ use service_kit::{
 
 use crate::{
     domain::reminders::{ReminderOffset, parse_offsets},
-    store::batch::BatchSettings,
+    feed::FeedSettings,
+    store::{batch::BatchSettings, prune::Retention},
 };
 
 /// Where `cargo run` keeps its data when `DATABASE_URL` is unset.
@@ -30,8 +31,12 @@ pub struct Config {
     pub internal_api_token: Option<Secret>,
     pub reminder_offsets: Vec<ReminderOffset>,
     pub create_leads_for_unknown_invitees: bool,
-    /// How long raw bodies stay in the inbox (`RAW_BODY_RETENTION_DAYS`).
-    pub raw_body_retention: Duration,
+    /// How long raw bodies stay in the inbox (`RAW_BODY_RETENTION_DAYS`) and changes in the
+    /// change feed (`CHANGE_RETENTION_DAYS`).
+    pub retention: Retention,
+    /// How change streams behave (`WATCH_HEARTBEAT_SECS`, `WATCH_STALL_TIMEOUT_SECS`,
+    /// `WATCH_MAX_STREAMS`, `WATCH_POLL_INTERVAL_SECS`).
+    pub feed: FeedSettings,
     /// How often the database is checked for the health service (`HEALTH_CHECK_INTERVAL_SECS`).
     pub health_check_interval: Duration,
     /// How long in-flight requests may take to finish after SIGTERM (`SHUTDOWN_GRACE_SECS`).
@@ -71,6 +76,15 @@ impl Config {
         // Loopback for local use; every interface in production, where a pod must be reachable.
         let host = if production { [0, 0, 0, 0] } else { [127, 0, 0, 1] };
         let retention_days: u64 = parsed(lookup, "RAW_BODY_RETENTION_DAYS", 30)?;
+        let change_retention_days: u64 = parsed(lookup, "CHANGE_RETENTION_DAYS", 7)?;
+        if change_retention_days == 0 {
+            return Err(SettingError::new("CHANGE_RETENTION_DAYS", "must be at least 1"));
+        }
+        let feed_defaults = FeedSettings::default();
+        let max_streams: usize = parsed(lookup, "WATCH_MAX_STREAMS", feed_defaults.max_streams)?;
+        if max_streams == 0 {
+            return Err(SettingError::new("WATCH_MAX_STREAMS", "must be at least 1"));
+        }
         let defaults = BatchSettings::default();
         let batch_max: usize = parsed(lookup, "INGEST_BATCH_MAX", defaults.max)?;
         if !(1..=1_000).contains(&batch_max) {
@@ -89,7 +103,24 @@ impl Config {
             internal_api_token,
             reminder_offsets,
             create_leads_for_unknown_invitees: flag(lookup, "CREATE_LEADS_FOR_UNKNOWN_INVITEES", false)?,
-            raw_body_retention: Duration::from_secs(retention_days.saturating_mul(86_400)),
+            retention: Retention {
+                raw_bodies: days(retention_days),
+                changes: days(change_retention_days),
+            },
+            feed: FeedSettings {
+                heartbeat: positive_seconds(lookup, "WATCH_HEARTBEAT_SECS", feed_defaults.heartbeat)?,
+                stall_timeout: positive_seconds(
+                    lookup,
+                    "WATCH_STALL_TIMEOUT_SECS",
+                    feed_defaults.stall_timeout,
+                )?,
+                max_streams,
+                poll_interval: positive_seconds(
+                    lookup,
+                    "WATCH_POLL_INTERVAL_SECS",
+                    feed_defaults.poll_interval,
+                )?,
+            },
             health_check_interval: positive_seconds(
                 lookup,
                 "HEALTH_CHECK_INTERVAL_SECS",
@@ -103,6 +134,10 @@ impl Config {
             log: LogSettings::from_lookup(lookup, production)?,
         })
     }
+}
+
+fn days(days: u64) -> Duration {
+    Duration::from_secs(days.saturating_mul(86_400))
 }
 
 impl service_kit::binary::ServiceSettings for Config {
@@ -138,12 +173,19 @@ mod tests {
         assert_eq!(config.reminder_offsets.len(), 3);
         assert!(!config.create_leads_for_unknown_invitees);
         assert_eq!(
-            config.raw_body_retention,
+            config.retention.raw_bodies,
             Duration::from_secs(30 * 86_400),
             "RAW_BODY_RETENTION_DAYS defaults to 30"
         );
-        let week = config_with(&[("RAW_BODY_RETENTION_DAYS", "7")]);
-        assert_eq!(week.raw_body_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            config.retention.changes,
+            Duration::from_secs(7 * 86_400),
+            "CHANGE_RETENTION_DAYS defaults to 7"
+        );
+        assert_eq!(config.feed, FeedSettings::default());
+        let week = config_with(&[("RAW_BODY_RETENTION_DAYS", "7"), ("CHANGE_RETENTION_DAYS", "2")]);
+        assert_eq!(week.retention.raw_bodies, Duration::from_secs(7 * 86_400));
+        assert_eq!(week.retention.changes, Duration::from_secs(2 * 86_400));
     }
 
     fn config_with(pairs: &[(&str, &str)]) -> Config {
@@ -166,6 +208,10 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("INGEST_BATCH_MAX", "0"),
             ("INGEST_BATCH_WAIT_MS", "5000"),
+            ("CHANGE_RETENTION_DAYS", "0"),
+            ("WATCH_MAX_STREAMS", "0"),
+            ("WATCH_STALL_TIMEOUT_SECS", "0"),
+            ("WATCH_HEARTBEAT_SECS", "soon"),
         ] {
             let error = config(&[(variable, value)]).expect_err("invalid");
             assert_eq!(error.variable, variable);

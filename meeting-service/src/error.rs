@@ -45,11 +45,44 @@ pub enum ServiceError {
     /// Completing or releasing a reminder needs the claim that currently holds it.
     #[error("reminder {id} is {state} and not held by this claim token")]
     ClaimNotHeld { id: i64, state: String },
+    /// A change-feed cursor the feed cannot resume from without a gap.
+    #[error("cursor: {problem}; resync with ListMeetings and resume from the change_cursor it returns")]
+    CursorOutOfRange { problem: &'static str },
+    /// A change stream cannot be opened or kept: too many are open, or its consumer stalled.
+    #[error("{0}")]
+    StreamRefused(StreamRefusal),
+    /// The service is stopping; long calls (change streams) are ended.
+    #[error("the meeting service is stopping; retry (a change stream resumes from its last cursor)")]
+    Stopping,
     /// The database is unreachable or kept failing transiently; nothing was stored.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
     #[error(transparent)]
     Unexpected(anyhow::Error),
+}
+
+/// Why a change stream was refused or ended, with the limit that decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRefusal {
+    TooManyStreams { limit: usize },
+    ConsumerStalled { seconds: u64 },
+}
+
+impl fmt::Display for StreamRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooManyStreams { limit } => {
+                write!(
+                    f,
+                    "{limit} change streams are open, the most this replica serves; retry later"
+                )
+            }
+            Self::ConsumerStalled { seconds } => write!(
+                f,
+                "this stream's consumer took no change for {seconds} s; resume from the last cursor received"
+            ),
+        }
+    }
 }
 
 impl ServiceError {
@@ -77,6 +110,9 @@ impl ServiceError {
                 id: *id,
                 state: state.clone(),
             },
+            Self::CursorOutOfRange { problem } => Self::CursorOutOfRange { problem },
+            Self::StreamRefused(refusal) => Self::StreamRefused(*refusal),
+            Self::Stopping => Self::Stopping,
             Self::Unavailable(cause) => Self::Unavailable(DbErr::Custom(cause.to_string())),
             Self::Unexpected(cause) => Self::Unexpected(anyhow::anyhow!("{cause:#}")),
         }
@@ -88,7 +124,9 @@ impl ServiceError {
             Self::NotFound { .. } => Code::NotFound,
             Self::AlreadyExists { .. } => Code::AlreadyExists,
             Self::ClaimNotHeld { .. } => Code::FailedPrecondition,
-            Self::Unavailable(_) => Code::Unavailable,
+            Self::CursorOutOfRange { .. } => Code::OutOfRange,
+            Self::StreamRefused(_) => Code::ResourceExhausted,
+            Self::Stopping | Self::Unavailable(_) => Code::Unavailable,
             Self::Unexpected(_) => Code::Internal,
         }
     }
@@ -100,6 +138,8 @@ impl ServiceError {
             Code::NotFound => "not_found",
             Code::AlreadyExists => "already_exists",
             Code::FailedPrecondition => "failed_precondition",
+            Code::OutOfRange => "out_of_range",
+            Code::ResourceExhausted => "resource_exhausted",
             Code::Unavailable => "unavailable",
             _ => "internal",
         }
@@ -115,7 +155,10 @@ impl From<ServiceError> for Status {
             ServiceError::InvalidArgument { .. }
             | ServiceError::NotFound { .. }
             | ServiceError::AlreadyExists { .. }
-            | ServiceError::ClaimNotHeld { .. } => error.to_string(),
+            | ServiceError::ClaimNotHeld { .. }
+            | ServiceError::CursorOutOfRange { .. }
+            | ServiceError::StreamRefused(_)
+            | ServiceError::Stopping => error.to_string(),
             ServiceError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "database unavailable");
                 "the meeting database is unavailable; retry later".to_owned()

@@ -2,18 +2,20 @@
 //! gRPC (`calendly.meetings.v1.MeetingService`), with standard health checking and reflection.
 //!
 //! Layout, each module depending only on those listed before it: `domain` (the rules, pure),
-//! `entity` (tables), `error` (errors and their gRPC codes), `metrics`, `store` (persistence:
-//! the ingest batches, reads, leads, reminder claims, retries, pruning), `config` (settings,
-//! the store's among them), `health`
-//! (the database probe behind gRPC health), `drain` (an observable shutdown), `grpc` (the tonic
-//! service: requests, conversions, the bearer check). It knows nothing of HTTP, signatures or
-//! Calendly's JSON: the adapter translates those into protobuf.
+//! `entity` (tables, and rows as protobuf), `error` (errors and their gRPC codes), `metrics`,
+//! `store` (persistence: the ingest batches, the change feed's rows, reads, leads, reminder
+//! claims, retries, pruning), `feed` (the change streams), `config` (settings, the store's and
+//! the feed's among them), `health` (the database probe behind gRPC health), `drain` (an
+//! observable shutdown), `grpc` (the tonic service: requests, conversions, the bearer check). It
+//! knows nothing of HTTP, signatures or Calendly's JSON: the adapter translates those into
+//! protobuf.
 
 pub mod config;
 pub mod domain;
 pub mod drain;
 pub mod entity;
 pub mod error;
+pub mod feed;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
@@ -63,11 +65,9 @@ pub async fn run(
         config.health_check_interval,
         stop.clone(),
     ));
-    let prune_task = tokio::spawn(store::prune::run(
-        store.clone(),
-        config.raw_body_retention,
-        stop.clone(),
-    ));
+    let prune_task = tokio::spawn(store::prune::run(store.clone(), config.retention, stop.clone()));
+    let feed = feed::Feed::new(store.clone(), config.feed, stop.clone());
+    let feed_task = tokio::spawn(feed::follow_commits(feed.clone(), stop.clone()));
     // Both versions of reflection: many clients (Python's grpcio-reflection, older grpcurl builds,
     // GUI clients) speak only v1alpha and get UNIMPLEMENTED from a v1-only server.
     let reflection = || {
@@ -91,6 +91,7 @@ pub async fn run(
         drain.wrap(MeetingServiceServer::new(grpc::MeetingApi::new(
             store.clone(),
             ingestor,
+            feed,
         ))),
         grpc::BearerAuth::new(config.internal_api_token.as_ref().map(|t| t.expose())),
     );
@@ -137,6 +138,7 @@ pub async fn run(
     }
     health_task.abort();
     prune_task.abort();
+    feed_task.abort();
     if let Err(error) = store.connection().clone().close().await {
         tracing::warn!(%error, "closing the database pool");
     }

@@ -50,6 +50,23 @@ pub fn describe() {
         "Pending reminders more than five minutes past their time."
     );
     describe_gauge!(
+        "calendly_change_streams_open",
+        "WatchMeetingChanges streams open on this replica."
+    );
+    describe_counter!(
+        "calendly_changes_sent_total",
+        "Changes handed to change-stream consumers."
+    );
+    describe_counter!(
+        "calendly_change_streams_ended_total",
+        "Change streams ended, by reason (consumer_gone, stalled, out_of_range, stopping, database)."
+    );
+    describe_gauge!(
+        "calendly_change_stream_lag_seconds",
+        Unit::Seconds,
+        "Largest lag of an open change stream: age of the oldest committed change it has yet to hand over."
+    );
+    describe_gauge!(
         "calendly_build_info",
         "Always 1; the version label names the running build."
     );

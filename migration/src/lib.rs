@@ -12,6 +12,7 @@ mod m20261128_000001_create_tables;
 mod m20261128_000002_add_reminder_claim_token;
 mod m20261201_000001_index_inbox_payload_uri;
 mod m20261201_000002_index_meetings_lead_latest;
+mod m20261201_000003_create_meeting_changes;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_add_reminder_claim_token::Migration),
             Box::new(m20261201_000001_index_inbox_payload_uri::Migration),
             Box::new(m20261201_000002_index_meetings_lead_latest::Migration),
+            Box::new(m20261201_000003_create_meeting_changes::Migration),
         ]
     }
 }

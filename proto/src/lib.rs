@@ -76,9 +76,52 @@ impl v1::Source {
     }
 }
 
+impl v1::ChangeKind {
+    /// Every kind a change can have, in the order of its number.
+    pub const ALL: [Self; 7] = [
+        Self::Created,
+        Self::DetailsUpdated,
+        Self::Rescheduled,
+        Self::Canceled,
+        Self::NoShowMarked,
+        Self::NoShowUnmarked,
+        Self::LeadLinked,
+    ];
+
+    /// The name stored in the change feed's `kind` column and used in metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::DetailsUpdated => "details_updated",
+            Self::Rescheduled => "rescheduled",
+            Self::Canceled => "canceled",
+            Self::NoShowMarked => "no_show_marked",
+            Self::NoShowUnmarked => "no_show_unmarked",
+            Self::LeadLinked => "lead_linked",
+            Self::Unspecified => "unspecified",
+        }
+    }
+
+    /// The kind a stored [`v1::ChangeKind::label`] names; `Unspecified` for anything else.
+    pub fn from_label(label: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.label() == label)
+            .unwrap_or(Self::Unspecified)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::v1::Outcome;
+    use super::v1::{ChangeKind, Outcome};
+
+    #[test]
+    fn every_change_kind_label_reads_back_as_its_kind() {
+        for kind in ChangeKind::ALL {
+            assert_eq!(ChangeKind::from_label(kind.label()), kind);
+        }
+        assert_eq!(ChangeKind::from_label("unspecified"), ChangeKind::Unspecified);
+    }
 
     #[test]
     fn every_outcome_label_reads_back_as_its_outcome() {

@@ -5,7 +5,9 @@
 //! - `meeting`: how an invitee event changes a meeting, so that any delivery order converges.
 //! - `reminders`: which reminders a meeting should have, and how to get there from the rows it has.
 //! - `lead`: e-mail normalisation and the lead status a meeting implies.
+//! - `change`: which change of a meeting the change feed records.
 
+pub mod change;
 pub mod event;
 pub mod lead;
 pub mod meeting;

@@ -2,13 +2,15 @@
 
 use proto::v1::{
     DueReminder, IngestCalendlyEventResponse, Lead, ListMeetingsResponse, ListWebhookEventsResponse, Meeting,
-    Outcome, Reminder, WebhookEvent,
+    Outcome, WebhookEvent,
 };
 
+pub use crate::entity::message::{meeting_message, reminder_message};
 use crate::{
     domain::event::to_timestamp,
-    entity::{lead, meeting, meeting_reminder, webhook_event},
+    entity::{lead, webhook_event},
     error::ServiceError,
+    feed::encode_cursor,
     store::{
         Ingested,
         reads::{InboxPage, MeetingPage, MeetingView},
@@ -29,52 +31,20 @@ pub fn ingest_response(ingested: Ingested) -> IngestCalendlyEventResponse {
     }
 }
 
-pub fn meeting_message(row: &meeting::Model, reminders: &[meeting_reminder::Model]) -> Meeting {
-    Meeting {
-        id: row.id,
-        lead_id: row.lead_id,
-        calendly_event_uri: row.calendly_event_id.clone(),
-        calendly_invitee_uri: row.calendly_invitee_id.clone(),
-        meeting_name: row.meeting_name.clone(),
-        start_time: row.start_time.map(to_timestamp),
-        end_time: row.end_time.map(to_timestamp),
-        status: row.status.clone(),
-        invitee_email: row.invitee_email.clone(),
-        invitee_name: row.invitee_name.clone(),
-        invitee_timezone: row.invitee_timezone.clone(),
-        cancel_reason: row.cancel_reason.clone(),
-        canceled_by: row.canceled_by.clone(),
-        canceler_type: row.canceler_type.clone(),
-        rescheduled_from_invitee_uri: row.rescheduled_from_invitee_id.clone(),
-        rescheduled_to_invitee_uri: row.rescheduled_to_invitee_id.clone(),
-        no_show: row.no_show,
-        created_at: Some(to_timestamp(row.created_at)),
-        updated_at: Some(to_timestamp(row.updated_at)),
-        reminders: reminders.iter().map(reminder_message).collect(),
-    }
-}
-
 pub fn meeting_view(view: &MeetingView) -> Meeting {
     meeting_message(&view.meeting, &view.reminders)
 }
 
-pub fn meetings_page(page: &MeetingPage) -> ListMeetingsResponse {
+/// A page of meetings; its token carries `change_cursor` on to the next page, so that every page
+/// of one listing answers the cursor read before the first.
+pub fn meetings_page(page: &MeetingPage, change_cursor: i64) -> ListMeetingsResponse {
     ListMeetingsResponse {
         meetings: page.meetings.iter().map(meeting_view).collect(),
-        next_page_token: page.next_after_id.map(encode_page_token).unwrap_or_default(),
-    }
-}
-
-pub fn reminder_message(row: &meeting_reminder::Model) -> Reminder {
-    Reminder {
-        id: row.id,
-        meeting_id: row.meeting_id,
-        reminder_type: row.reminder_type.clone(),
-        scheduled_time: Some(to_timestamp(row.scheduled_time)),
-        state: row.state.clone(),
-        sent: row.sent,
-        attempts: row.attempts,
-        sent_at: row.sent_at.map(to_timestamp),
+        next_page_token: page
+            .next_after_id
+            .map(|after_id| encode_meetings_page_token(after_id, change_cursor))
+            .unwrap_or_default(),
+        change_cursor: encode_cursor(change_cursor),
     }
 }
 
@@ -124,6 +94,26 @@ pub fn encode_page_token(after_id: i64) -> String {
     format!("v1.{after_id}")
 }
 
+/// A meetings page token: the last id seen and the listing's change cursor.
+pub fn encode_meetings_page_token(after_id: i64, change_cursor: i64) -> String {
+    format!("v2.{after_id}.{change_cursor}")
+}
+
+/// A meetings page token's last id and change cursor; tokens of the older form (`v1.`) carry no
+/// cursor, and the page reads the current one.
+pub fn decode_meetings_page_token(token: &str) -> Result<(Option<i64>, Option<i64>), ServiceError> {
+    if let Some((after, cursor)) = token.strip_prefix("v2.").and_then(|rest| rest.split_once('.')) {
+        return match (after.parse::<i64>(), cursor.parse::<i64>()) {
+            (Ok(after), Ok(cursor)) if cursor >= 0 => Ok((Some(after), Some(cursor))),
+            _ => Err(ServiceError::invalid(
+                "page_token",
+                "not a token this service issued",
+            )),
+        };
+    }
+    Ok((decode_page_token(token)?, None))
+}
+
 pub fn decode_page_token(token: &str) -> Result<Option<i64>, ServiceError> {
     if token.is_empty() {
         return Ok(None);
@@ -144,5 +134,16 @@ mod tests {
         assert_eq!(decode_page_token(&encode_page_token(42)).ok(), Some(Some(42)));
         assert!(decode_page_token("42").is_err());
         assert!(matches!(decode_page_token(""), Ok(None)));
+    }
+
+    #[test]
+    fn meetings_page_tokens_carry_the_listings_cursor() {
+        let token = encode_meetings_page_token(42, 7);
+        assert_eq!(decode_meetings_page_token(&token).ok(), Some((Some(42), Some(7))));
+        assert_eq!(decode_meetings_page_token("v1.42").ok(), Some((Some(42), None)));
+        assert_eq!(decode_meetings_page_token("").ok(), Some((None, None)));
+        for foreign in ["v2.42", "v2.42.x", "v2.x.7", "v2.42.-1", "42"] {
+            assert!(decode_meetings_page_token(foreign).is_err(), "{foreign}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use proto::v1::{
     GetMeetingRequest, IngestCalendlyEventRequest, IngestCalendlyEventResponse, Lead, ListMeetingsRequest,
     ListMeetingsResponse, ListWebhookEventsRequest, ListWebhookEventsResponse, Meeting,
     ReleaseReminderRequest, Reminder, ReplayWebhookEventRequest, UpsertLeadRequest,
-    meeting_service_server::MeetingService,
+    WatchMeetingChangesRequest, meeting_service_server::MeetingService,
 };
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::Instrument;
@@ -26,6 +26,7 @@ use requests::{Claim, HeldClaim, InboxQuery, Ingest, MeetingQuery, Replay};
 
 use crate::{
     error::{Record, ServiceError},
+    feed::{ChangeStream, Feed, Watch},
     store::{
         Store,
         batch::Ingestor,
@@ -37,11 +38,16 @@ use crate::{
 pub struct MeetingApi {
     store: Store,
     ingestor: Ingestor,
+    feed: Feed,
 }
 
 impl MeetingApi {
-    pub fn new(store: Store, ingestor: Ingestor) -> Self {
-        Self { store, ingestor }
+    pub fn new(store: Store, ingestor: Ingestor, feed: Feed) -> Self {
+        Self {
+            store,
+            ingestor,
+            feed,
+        }
     }
 }
 
@@ -120,6 +126,11 @@ impl MeetingService for MeetingApi {
         request: Request<ListMeetingsRequest>,
     ) -> Result<Response<ListMeetingsResponse>, Status> {
         handle("ListMeetings", request, async |query: MeetingQuery, _| {
+            // Read before the page, so that every change at or below it is in the page.
+            let change_cursor = match query.change_cursor {
+                Some(cursor) => cursor,
+                None => self.store.feed_bounds().await?.latest,
+            };
             let page = self
                 .store
                 .meetings(
@@ -129,7 +140,7 @@ impl MeetingService for MeetingApi {
                     query.include_reminders,
                 )
                 .await?;
-            Ok(meetings_page(&page))
+            Ok(meetings_page(&page, change_cursor))
         })
         .await
     }
@@ -152,8 +163,8 @@ impl MeetingService for MeetingApi {
         &self,
         request: Request<ReplayWebhookEventRequest>,
     ) -> Result<Response<IngestCalendlyEventResponse>, Status> {
-        handle("ReplayWebhookEvent", request, async |Replay(id), _| {
-            let ingested = self.store.replay(id, Utc::now()).await?;
+        handle("ReplayWebhookEvent", request, async |Replay(id), tracking_id| {
+            let ingested = self.store.replay(id, &tracking_id, Utc::now()).await?;
             tracing::info!(outcome = ?ingested.outcome, webhook_event_id = id, "event replayed");
             Ok(ingest_response(ingested))
         })
@@ -161,8 +172,9 @@ impl MeetingService for MeetingApi {
     }
 
     async fn upsert_lead(&self, request: Request<UpsertLeadRequest>) -> Result<Response<Lead>, Status> {
-        handle("UpsertLead", request, async |change: LeadChange, _| {
-            Ok(lead_message(&self.store.upsert_lead(change, Utc::now()).await?))
+        handle("UpsertLead", request, async |change: LeadChange, tracking_id| {
+            let lead = self.store.upsert_lead(change, &tracking_id, Utc::now()).await?;
+            Ok(lead_message(&lead))
         })
         .await
     }
@@ -221,6 +233,18 @@ impl MeetingService for MeetingApi {
                 .release_reminder(held.id, &held.claim_token, Utc::now())
                 .await?;
             Ok(reminder_message(&reminder))
+        })
+        .await
+    }
+
+    type WatchMeetingChangesStream = ChangeStream;
+
+    async fn watch_meeting_changes(
+        &self,
+        request: Request<WatchMeetingChangesRequest>,
+    ) -> Result<Response<ChangeStream>, Status> {
+        handle("WatchMeetingChanges", request, async |watch: Watch, _| {
+            self.feed.open(watch).await
         })
         .await
     }

@@ -7,16 +7,18 @@ use chrono::{DateTime, Utc};
 use proto::v1::{
     ClaimDueRemindersRequest, CompleteReminderRequest, GetLeadRequest, GetMeetingRequest,
     IngestCalendlyEventRequest, ListMeetingsRequest, ListWebhookEventsRequest, Outcome,
-    ReleaseReminderRequest, ReplayWebhookEventRequest, Source, UpsertLeadRequest, get_lead_request,
-    get_meeting_request,
+    ReleaseReminderRequest, ReplayWebhookEventRequest, Source, UpsertLeadRequest, WatchMeetingChangesRequest,
+    get_lead_request, get_meeting_request,
 };
 
-use super::convert::decode_page_token;
+use super::convert::{decode_meetings_page_token, decode_page_token};
 use crate::{
     domain::{event::to_utc, lead::normalize_email, meeting::MeetingStatus},
     error::ServiceError,
+    feed::{Watch, decode_cursor},
     store::{
         IngestRequest,
+        changes::ChangeFilter,
         leads::{LeadChange, LeadKey, valid_email},
         reads::{MeetingFilter, MeetingKey},
     },
@@ -86,6 +88,8 @@ pub struct MeetingQuery {
     pub filter: MeetingFilter,
     pub limit: u64,
     pub after_id: Option<i64>,
+    /// The listing's change cursor, from the page token after its first page.
+    pub change_cursor: Option<i64>,
     pub include_reminders: bool,
 }
 
@@ -99,6 +103,7 @@ impl TryFrom<ListMeetingsRequest> for MeetingQuery {
                 ServiceError::invalid("status", "one of scheduled, canceled, rescheduled, no_show")
             })?),
         };
+        let (after_id, change_cursor) = decode_meetings_page_token(&request.page_token)?;
         Ok(Self {
             filter: MeetingFilter {
                 lead_id: request.lead_id,
@@ -108,8 +113,37 @@ impl TryFrom<ListMeetingsRequest> for MeetingQuery {
                 start_before: optional_time("start_before", request.start_before.as_ref())?,
             },
             limit: page_size(request.page_size)?,
-            after_id: decode_page_token(&request.page_token)?,
+            after_id,
+            change_cursor,
             include_reminders: request.include_reminders,
+        })
+    }
+}
+
+/// `WatchMeetingChanges`: where to resume, and which changes.
+impl TryFrom<WatchMeetingChangesRequest> for Watch {
+    type Error = ServiceError;
+
+    fn try_from(request: WatchMeetingChangesRequest) -> Result<Self, ServiceError> {
+        let mut kinds = Vec::new();
+        for value in &request.kinds {
+            let kind = proto::v1::ChangeKind::try_from(*value)
+                .ok()
+                .filter(|kind| *kind != proto::v1::ChangeKind::Unspecified)
+                .ok_or_else(|| ServiceError::invalid("kinds", format!("{value} is not a change kind")))?;
+            if !kinds.contains(&kind.label()) {
+                kinds.push(kind.label());
+            }
+        }
+        if request.lead_id.is_some_and(|id| id <= 0) {
+            return Err(ServiceError::invalid("lead_id", "must be positive"));
+        }
+        Ok(Self {
+            after: decode_cursor(&request.cursor)?,
+            filter: ChangeFilter {
+                kinds,
+                lead_id: request.lead_id,
+            },
         })
     }
 }

@@ -13,8 +13,10 @@ use proto::v1::{CalendlyEvent, Outcome, Source};
 use sea_orm::{ActiveModelTrait, DatabaseTransaction, DbErr, EntityTrait, Set, TransactionTrait};
 
 use super::{
-    Store, db_time,
-    plan::{self, BatchEvent, EventEffect, LeadRef, Rules, Snapshot},
+    Store,
+    changes::new_change,
+    db_time, meeting_row,
+    plan::{self, BatchEvent, Cause, EventEffect, LeadRef, Rules, Snapshot},
     sql,
 };
 use crate::{
@@ -153,6 +155,11 @@ impl Store {
                     BatchEvent {
                         event: (**event).clone(),
                         key: prepared[index].key.clone(),
+                        cause: Cause {
+                            webhook_event_id: inserted.get(&prepared[index].key).copied(),
+                            name: requests[index].event.kind_name(),
+                            tracking_id: requests[index].tracking_id.clone(),
+                        },
                     },
                 )),
                 Disposition::Ignore(_) | Disposition::Fail(_) => None,
@@ -161,14 +168,15 @@ impl Store {
         // Applied in arrival order, which is the order callers are answered as if alone.
         to_apply.sort_by_key(|(index, _)| *index);
         let events: Vec<BatchEvent> = to_apply.iter().map(|(_, event)| event.clone()).collect();
-        let effects = self.apply(&txn, &events, now).await?;
+        let applied = self.apply(&txn, &events, now).await?;
         txn.commit().await?;
+        self.announce(applied.latest_change);
         Ok(Stored {
             inserted,
             applied: to_apply
                 .into_iter()
                 .map(|(index, _)| index)
-                .zip(effects)
+                .zip(applied.effects)
                 .collect(),
         })
     }
@@ -254,7 +262,12 @@ impl Store {
 
     /// Applies a stored inbox event again, from its stored protobuf; the row's outcome, error and
     /// attempt count are updated in the same transaction.
-    pub async fn replay(&self, id: i64, now: DateTime<Utc>) -> Result<Ingested, ServiceError> {
+    pub async fn replay(
+        &self,
+        id: i64,
+        tracking_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Ingested, ServiceError> {
         let now = db_time(now);
         let row = webhook_event::Entity::find_by_id(id)
             .one(&self.db)
@@ -266,7 +279,9 @@ impl Store {
         })?;
         let disposition = classify(&event, row.received_at);
         let (outcome, errors) = planned_outcome(&disposition);
+        let event_kind_name = event.kind_name();
         self.with_retries("replay", || async {
+            let mut latest_change = None;
             let txn = self.db.begin().await?;
             // The row's new outcome first: an applied event is part of its invitee's history, which
             // is read by the payload URI, so that is taken from the protobuf as it is now.
@@ -282,12 +297,20 @@ impl Store {
                     let events = [BatchEvent {
                         event: (**event).clone(),
                         key: row.dedupe_key.clone(),
+                        cause: Cause {
+                            webhook_event_id: Some(row.id),
+                            name: event_kind_name,
+                            tracking_id: tracking_id.to_owned(),
+                        },
                     }];
-                    self.apply(&txn, &events, now).await?.pop()
+                    let applied = self.apply(&txn, &events, now).await?;
+                    latest_change = applied.latest_change;
+                    applied.effects.into_iter().next()
                 }
                 Disposition::Ignore(_) | Disposition::Fail(_) => None,
             };
             txn.commit().await?;
+            self.announce(latest_change);
             Ok(Ingested {
                 outcome,
                 webhook_event_id: row.id,
@@ -311,9 +334,9 @@ impl Store {
         txn: &DatabaseTransaction,
         events: &[BatchEvent],
         now: DateTime<Utc>,
-    ) -> Result<Vec<(EventEffect, i64)>, DbErr> {
+    ) -> Result<Applied, DbErr> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Applied::default());
         }
         let uris: Vec<&str> = events
             .iter()
@@ -379,19 +402,21 @@ impl Store {
                 now,
             },
         );
-        self.write(txn, plan, &leads, stored_meeting_ids, now).await
+        self.write(txn, plan, events, &leads, stored_meeting_ids, now)
+            .await
     }
 
     /// Writes what `plan` decided: new leads, then meetings (new, then rewritten), their
-    /// reminders, and the leads' new statuses.
+    /// reminders, the leads' new statuses, and last the change-feed rows.
     async fn write(
         &self,
         txn: &DatabaseTransaction,
         plan: plan::Plan,
+        events: &[BatchEvent],
         leads: &[crate::entity::lead::Model],
         stored_meeting_ids: HashMap<String, i64>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(EventEffect, i64)>, DbErr> {
+    ) -> Result<Applied, DbErr> {
         let mut new_leads: Vec<_> = plan
             .new_leads
             .iter()
@@ -464,17 +489,49 @@ impl Store {
             .collect();
         sql::leads::set_statuses(txn, &statuses).await?;
 
-        plan.effects
-            .into_iter()
-            .map(|effect| {
-                let id = meeting_ids
-                    .get(&effect.invitee_uri)
-                    .copied()
-                    .ok_or_else(|| DbErr::Custom(format!("no meeting id for {}", effect.invitee_uri)))?;
-                Ok((effect, id))
-            })
-            .collect()
+        let meeting_id = |uri: &str| {
+            meeting_ids
+                .get(uri)
+                .copied()
+                .ok_or_else(|| DbErr::Custom(format!("no meeting id for {uri}")))
+        };
+        let mut changes = Vec::with_capacity(plan.changes.len());
+        for change in &plan.changes {
+            let row = meeting_row(
+                meeting_id(&change.state.invitee_uri)?,
+                lead_id(&change.lead)?,
+                &change.state,
+                change.created_at,
+                now,
+            );
+            changes.push(new_change(&row, change.kind, &events[change.event].cause, now));
+        }
+        let latest_change = self.append_changes(txn, &changes).await?;
+        let mut effects = Vec::with_capacity(plan.effects.len());
+        for effect in plan.effects {
+            let id = meeting_id(&effect.invitee_uri)?;
+            effects.push((effect, id));
+        }
+        Ok(Applied {
+            effects,
+            latest_change,
+        })
     }
+
+    /// Wakes this process's change streams once a commit made `latest` visible.
+    pub(crate) fn announce(&self, latest: Option<i64>) {
+        if let Some(id) = latest {
+            self.feed.advance(id);
+        }
+    }
+}
+
+/// What applying a batch's events wrote: each event's effect and meeting id, in order, and the
+/// highest change id appended.
+#[derive(Default)]
+struct Applied {
+    effects: Vec<(EventEffect, i64)>,
+    latest_change: Option<i64>,
 }
 
 fn inbox_row<'a>(

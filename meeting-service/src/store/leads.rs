@@ -1,13 +1,19 @@
 //! Leads, owned by other services, matched to meetings by e-mail.
 
 use chrono::{DateTime, Utc};
+use proto::v1::ChangeKind;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, ExprTrait, Func, LockType},
 };
 
-use super::{Store, db_time, lock_for_update};
+use super::{
+    Store,
+    changes::{NewChange, new_change},
+    db_time, lock_for_update,
+    plan::Cause,
+};
 use crate::{
     domain::{
         lead::{NEW_LEAD_STATUS, lead_status_for, normalize_email},
@@ -80,15 +86,18 @@ impl Store {
         query.one(&self.db).await.map_err(ServiceError::from_db)
     }
 
+    /// Creates or updates the lead; meetings with its e-mail and no lead join it, each a change
+    /// in the feed caused by the call with `tracking_id`.
     pub async fn upsert_lead(
         &self,
         change: LeadChange,
+        tracking_id: &str,
         now: DateTime<Utc>,
     ) -> Result<lead::Model, ServiceError> {
         let now = db_time(now);
         // Refusals travel inside Ok, so only database errors are retried.
         self.with_retries("upsert_lead", || async {
-            match self.try_upsert_lead(&change, now).await {
+            match self.try_upsert_lead(&change, tracking_id, now).await {
                 Ok(lead) => Ok(Ok(lead)),
                 Err(Failure::Db(error)) => Err(error),
                 Err(Failure::Refused(error)) => Ok(Err(error)),
@@ -97,7 +106,12 @@ impl Store {
         .await?
     }
 
-    async fn try_upsert_lead(&self, change: &LeadChange, now: DateTime<Utc>) -> Result<lead::Model, Failure> {
+    async fn try_upsert_lead(
+        &self,
+        change: &LeadChange,
+        tracking_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<lead::Model, Failure> {
         let txn = self.db.begin().await?;
         let backend = txn.get_database_backend();
         let by_email = lock_for_update(
@@ -156,23 +170,61 @@ impl Store {
                 .await?
             }
         };
-        // Meetings booked before the lead existed join it now.
-        let linked = meeting::Entity::update_many()
-            .col_expr(meeting::Column::LeadId, Expr::value(lead.id))
-            .filter(meeting::Column::LeadId.is_null())
-            .filter(Expr::expr(Func::lower(Expr::col(meeting::Column::InviteeEmail))).eq(lead.email.as_str()))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        let lead = if linked > 0 && change.status.is_none() && refresh_lead_status(&txn, lead.id, now).await?
+        let linked = link_meetings(&txn, &lead, tracking_id, now).await?;
+        let lead = if !linked.is_empty()
+            && change.status.is_none()
+            && refresh_lead_status(&txn, lead.id, now).await?
         {
             lead::Entity::find_by_id(lead.id).one(&txn).await?.unwrap_or(lead)
         } else {
             lead
         };
+        let latest_change = self.append_changes(&txn, &linked).await?;
         txn.commit().await?;
+        self.announce(latest_change);
         Ok(lead)
     }
+}
+
+/// Meetings booked before the lead existed join it now (locked in id order, like the ingest
+/// batches lock theirs by invitee URI); answers their change rows.
+async fn link_meetings(
+    txn: &DatabaseTransaction,
+    lead: &lead::Model,
+    tracking_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<NewChange>, DbErr> {
+    let unlinked = lock_for_update(
+        meeting::Entity::find()
+            .filter(meeting::Column::LeadId.is_null())
+            .filter(Expr::expr(Func::lower(Expr::col(meeting::Column::InviteeEmail))).eq(lead.email.as_str()))
+            .order_by_asc(meeting::Column::CalendlyInviteeId),
+        txn.get_database_backend(),
+    )
+    .all(txn)
+    .await?;
+    if unlinked.is_empty() {
+        return Ok(Vec::new());
+    }
+    meeting::Entity::update_many()
+        .col_expr(meeting::Column::LeadId, Expr::value(lead.id))
+        .col_expr(meeting::Column::UpdatedAt, Expr::value(now))
+        .filter(meeting::Column::Id.is_in(unlinked.iter().map(|m| m.id)))
+        .exec(txn)
+        .await?;
+    let cause = Cause {
+        webhook_event_id: None,
+        name: "UpsertLead",
+        tracking_id: tracking_id.to_owned(),
+    };
+    Ok(unlinked
+        .into_iter()
+        .map(|mut row| {
+            row.lead_id = Some(lead.id);
+            row.updated_at = now;
+            new_change(&row, ChangeKind::LeadLinked, &cause, now)
+        })
+        .collect())
 }
 
 /// Sets the lead's status from its latest meeting; true when it changed. (Ingest batches do the

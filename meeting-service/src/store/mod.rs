@@ -7,11 +7,15 @@
 //! ([`batch`] collects them, [`ingest`] stores them, [`plan`] decides what to write, [`sql`] holds
 //! the multi-row statements). Transient database errors retry the whole transaction ([`retry`]).
 //!
+//! Every effect on a meeting also appends a row to the change feed (`meeting_changes`) in the
+//! same transaction ([`changes`]).
+//!
 //! Layout: `batch` (the queue and its writers), `ingest` (the batch transaction, replay), `plan`
-//! (pure), `sql` (statements per table), `leads` (`UpsertLead`, lead status), `reminders`
-//! (claims), `reads`, `prune`, `retry`.
+//! (pure), `sql` (statements per table), `changes` (the feed's rows, head and retention),
+//! `leads` (`UpsertLead`, lead status), `reminders` (claims), `reads`, `prune`, `retry`.
 
 pub mod batch;
+pub mod changes;
 pub mod ingest;
 pub mod leads;
 pub mod plan;
@@ -62,6 +66,7 @@ pub struct Store {
     db: DatabaseConnection,
     settings: StoreSettings,
     database: DatabaseState,
+    feed: changes::FeedHead,
 }
 
 /// Whether the database is known to answer, as the health probe last found. An operation that
@@ -103,6 +108,7 @@ impl Store {
             db,
             settings,
             database: DatabaseState::default(),
+            feed: changes::FeedHead::default(),
         }
     }
 
@@ -166,6 +172,41 @@ pub(crate) fn state_of(row: &meeting::Model) -> MeetingState {
         no_show: row.no_show,
         no_show_changed_at: row.no_show_changed_at,
         last_event_at: row.last_event_at,
+    }
+}
+
+/// The meeting row `state` is written as; the inverse of [`state_of`].
+pub(crate) fn meeting_row(
+    id: i64,
+    lead_id: Option<i64>,
+    state: &MeetingState,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+) -> meeting::Model {
+    let cancellation = state.cancellation.as_ref();
+    meeting::Model {
+        id,
+        lead_id,
+        calendly_event_id: state.scheduled_event_uri.clone(),
+        calendly_invitee_id: state.invitee_uri.clone(),
+        meeting_name: state.meeting_name.clone(),
+        start_time: state.start_time.map(db_time),
+        end_time: state.end_time.map(db_time),
+        status: state.status().as_str().to_owned(),
+        invitee_email: state.email.clone(),
+        invitee_name: state.name.clone(),
+        invitee_timezone: state.timezone.clone(),
+        cancel_reason: cancellation.and_then(|c| c.reason.clone()),
+        canceled_by: cancellation.and_then(|c| c.canceled_by.clone()),
+        canceler_type: cancellation.and_then(|c| c.canceler_type.clone()),
+        canceled_at: cancellation.map(|c| db_time(c.canceled_at)),
+        rescheduled_from_invitee_id: state.rescheduled_from.clone(),
+        rescheduled_to_invitee_id: state.rescheduled_to.clone(),
+        no_show: state.no_show,
+        no_show_changed_at: state.no_show_changed_at.map(db_time),
+        last_event_at: db_time(state.last_event_at),
+        created_at,
+        updated_at,
     }
 }
 

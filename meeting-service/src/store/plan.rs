@@ -3,14 +3,17 @@
 //! The batch's applicable events are applied one after another, in arrival order, to the state
 //! the transaction read (locked meetings and their stored histories, their reminders, the leads
 //! involved and each lead's latest other meeting). Each event's answer is therefore the one it
-//! would have had alone, delivered in that order; the writes are only the final rows.
+//! would have had alone, delivered in that order; the writes are only the final rows, plus one
+//! change-feed row for each event that changed what a consumer sees of its meeting.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
+use proto::v1::ChangeKind;
 
 use crate::{
     domain::{
+        change::change_kind,
         event::InviteeEvent,
         lead::{NEW_LEAD_STATUS, lead_status_for, normalize_email},
         meeting::{MeetingState, MeetingStatus, derive},
@@ -24,6 +27,17 @@ use crate::{
 pub struct BatchEvent {
     pub event: InviteeEvent,
     pub key: String,
+    pub cause: Cause,
+}
+
+/// What a change row says caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// The inbox row of the event; `None` for a lead link by `UpsertLead`.
+    pub webhook_event_id: Option<i64>,
+    /// The event's kind as a Calendly event name, or the RPC's name.
+    pub name: &'static str,
+    pub tracking_id: String,
 }
 
 /// The latest meeting of a lead that counts for its status (not rescheduled).
@@ -85,6 +99,16 @@ pub struct ReminderWrite {
     pub is_new: bool,
 }
 
+/// A change-feed row to write: the meeting as batch event `event` left it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedChange {
+    pub event: usize,
+    pub kind: ChangeKind,
+    pub lead: Option<LeadRef>,
+    pub state: MeetingState,
+    pub created_at: DateTime<Utc>,
+}
+
 /// What one event did, as its caller is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventEffect {
@@ -103,6 +127,8 @@ pub struct Plan {
     pub lead_statuses: BTreeMap<LeadRef, String>,
     /// One per batch event, in its order.
     pub effects: Vec<EventEffect>,
+    /// In batch event order.
+    pub changes: Vec<PlannedChange>,
 }
 
 pub struct Rules<'a> {
@@ -154,8 +180,9 @@ pub fn plan(snapshot: Snapshot, events: &[BatchEvent], rules: &Rules) -> Plan {
     let mut new_leads: Vec<NewLead> = Vec::new();
     let mut next_reminder_id = -1;
     let mut effects = Vec::with_capacity(events.len());
+    let mut changes = Vec::new();
 
-    for batch_event in events {
+    for (index, batch_event) in events.iter().enumerate() {
         let uri = batch_event.event.facts.invitee_uri.clone();
         let meeting = working.entry(uri.clone()).or_insert_with(|| {
             let stored = meetings.remove(&uri);
@@ -249,16 +276,25 @@ pub fn plan(snapshot: Snapshot, events: &[BatchEvent], rules: &Rules) -> Plan {
                 }
             }
         }
+        let lead_linked = lead_before.is_none() && meeting.lead.is_some();
+        if let Some(kind) = change_kind(meeting.state.as_ref(), &after, lead_linked) {
+            changes.push(PlannedChange {
+                event: index,
+                kind,
+                lead: meeting.lead.clone(),
+                state: after.clone(),
+                created_at: meeting.stored.as_ref().map_or(rules.now, |m| m.created_at),
+            });
+        }
         meeting.state = Some(after);
 
         let lead_status_changed = match meeting.lead.clone() {
             Some(lead) => refresh_status(&lead, &working, &mut lead_statuses),
             None => false,
         };
-        let meeting = &working[&uri];
         effects.push(EventEffect {
             invitee_uri: uri,
-            lead_updated: lead_status_changed || (lead_before.is_none() && meeting.lead.is_some()),
+            lead_updated: lead_status_changed || lead_linked,
             reminders_scheduled,
         });
     }
@@ -266,6 +302,7 @@ pub fn plan(snapshot: Snapshot, events: &[BatchEvent], rules: &Rules) -> Plan {
     let mut plan = Plan {
         new_leads,
         effects,
+        changes,
         ..Plan::default()
     };
     for (uri, meeting) in working {

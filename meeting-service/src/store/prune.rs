@@ -1,8 +1,10 @@
-//! Drops raw bodies from inbox rows older than the retention period.
+//! Retention: drops raw bodies from inbox rows older than their retention period, and change-feed
+//! rows older than theirs.
 //!
-//! Only the body goes: each event's identity (its dedupe key) and outcome stay, so a late
-//! Calendly retry is still recognised as a duplicate. Work is done in small batches, each its own
-//! short transaction, so ingestion never waits long behind it.
+//! Only an inbox row's body goes: each event's identity (its dedupe key) and outcome stay, so a
+//! late Calendly retry is still recognised as a duplicate. Change rows go whole, and the feed's
+//! horizon moves past them (`super::changes`). Work is done in small batches, each its own short
+//! transaction, so ingestion never waits long behind it.
 
 use std::time::Duration;
 
@@ -17,17 +19,29 @@ const BATCH_SIZE: u64 = 500;
 /// docs/events.md: raw bodies are pruned "hourly and at start".
 pub const INTERVAL: Duration = Duration::from_secs(3_600);
 
+/// How long data is kept (`RAW_BODY_RETENTION_DAYS`, `CHANGE_RETENTION_DAYS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub raw_bodies: Duration,
+    pub changes: Duration,
+}
+
 /// Prunes at once, then every [`INTERVAL`], until `stop`.
-pub async fn run(store: Store, retention: Duration, stop: CancellationToken) {
+pub async fn run(store: Store, retention: Retention, stop: CancellationToken) {
     run_every(store, retention, INTERVAL, stop).await;
 }
 
-async fn run_every(store: Store, retention: Duration, interval: Duration, stop: CancellationToken) {
+async fn run_every(store: Store, retention: Retention, interval: Duration, stop: CancellationToken) {
     loop {
-        match store.prune_raw_bodies(retention).await {
+        match store.prune_raw_bodies(retention.raw_bodies).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "raw bodies past retention removed from the inbox"),
             Err(error) => tracing::warn!(%error, "pruning raw bodies failed; will try again"),
+        }
+        match store.prune_changes(retention.changes).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "changes past retention removed from the change feed"),
+            Err(error) => tracing::warn!(%error, "pruning the change feed failed; will try again"),
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -76,6 +90,13 @@ mod tests {
     use crate::store::{StoreSettings, connect, retry::RetryPolicy};
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    fn retention() -> Retention {
+        Retention {
+            raw_bodies: 30 * DAY,
+            changes: 7 * DAY,
+        }
+    }
 
     async fn store(dir: &tempfile::TempDir) -> Store {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("prune.db").display());
@@ -166,7 +187,7 @@ mod tests {
         let before_start = add_row(&store, "before start", 31 * DAY).await;
         let stop = CancellationToken::new();
         // An interval far longer than this test: only the pass at start can prune this row.
-        let task = tokio::spawn(run_every(store.clone(), 30 * DAY, 10 * INTERVAL, stop.clone()));
+        let task = tokio::spawn(run_every(store.clone(), retention(), 10 * INTERVAL, stop.clone()));
         until_pruned(&store, before_start).await;
         stop.cancel();
         task.await.expect("the task stops when told");
@@ -176,7 +197,7 @@ mod tests {
         let first = add_row(&store, "first", 31 * DAY).await;
         let task = tokio::spawn(run_every(
             store.clone(),
-            30 * DAY,
+            retention(),
             Duration::from_millis(20),
             stop.clone(),
         ));

@@ -340,6 +340,14 @@ async fn a_failed_event_is_listed_and_applies_on_replay_after_a_fix(backend: Bac
             .status,
         "scheduled"
     );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM meeting_changes WHERE webhook_event_id = {id} AND kind = 'created'"
+        ))
+        .await,
+        1,
+        "a replay that applies is a change like a webhook"
+    );
     let listed = grpc
         .list_webhook_events(ListWebhookEventsRequest {
             outcome: Outcome::Processed as i32,

@@ -175,24 +175,7 @@ impl TestApp {
     /// Waits for the meeting service's own gRPC health, which it reports once its migrations are
     /// applied.
     async fn wait_until_the_meeting_service_serves(&self) {
-        use tonic_health::pb::{
-            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-        };
-        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .expect("gRPC URL")
-            .connect_lazy();
-        for _ in 0..1_200 {
-            let request = HealthCheckRequest {
-                service: proto::MEETING_SERVICE_NAME.into(),
-            };
-            if let Ok(answer) = HealthClient::new(channel.clone()).check(request).await
-                && answer.into_inner().status() == ServingStatus::Serving
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the meeting service did not start serving within a minute");
+        wait_until_serving_grpc(self.grpc_addr).await;
     }
 
     /// POSTs `body` to the real endpoint, signed now with the test key.
@@ -236,15 +219,8 @@ impl TestApp {
     }
 
     /// A gRPC client for the meeting service, with the internal token.
-    pub async fn grpc(
-        &self,
-    ) -> MeetingServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
-            .expect("gRPC URL")
-            .connect()
-            .await
-            .expect("gRPC connect");
-        MeetingServiceClient::with_interceptor(channel, Bearer)
+    pub async fn grpc(&self) -> GrpcClient {
+        grpc_client(self.grpc_addr).await
     }
 
     /// The meeting for a Calendly invitee URI, read through the gRPC API.
@@ -279,7 +255,13 @@ impl TestApp {
     /// Rows in every table the service writes.
     pub async fn total_rows(&self) -> i64 {
         let mut total = 0;
-        for table in ["leads", "meetings", "meeting_reminders", "webhook_events"] {
+        for table in [
+            "leads",
+            "meetings",
+            "meeting_reminders",
+            "webhook_events",
+            "meeting_changes",
+        ] {
             total += self.count(table).await;
         }
         total
@@ -318,13 +300,15 @@ impl TestApp {
         );
         let config = meeting_service::Config::from_lookup(&lookup(meeting_settings))
             .expect("meeting service settings");
+        let addr = listener.local_addr().expect("gRPC address");
         let stop = self.stop.child_token();
         let task = tokio::spawn(meeting_service::run(
             config,
             listener,
             stop.clone().cancelled_owned(),
         ));
-        MeetingReplica { stop, task }
+        wait_until_serving_grpc(addr).await;
+        MeetingReplica { addr, stop, task }
     }
 
     /// Starts the meeting service's shutdown (as SIGTERM would), leaving the adapter running.
@@ -355,11 +339,16 @@ impl TestApp {
 
 /// A meeting service started by [`TestApp::start_meeting_replica`].
 pub struct MeetingReplica {
+    pub addr: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl MeetingReplica {
+    pub async fn grpc(&self) -> GrpcClient {
+        grpc_client(self.addr).await
+    }
+
     /// Stops it and waits for a clean exit.
     pub async fn stop(self) {
         self.stop.cancel();
@@ -369,6 +358,40 @@ impl MeetingReplica {
             .expect("replica exited cleanly");
     }
 }
+
+/// Waits until the meeting service at `addr` reports SERVING over gRPC health.
+async fn wait_until_serving_grpc(addr: SocketAddr) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("gRPC URL")
+        .connect_lazy();
+    for _ in 0..1_200 {
+        let request = HealthCheckRequest {
+            service: proto::MEETING_SERVICE_NAME.into(),
+        };
+        if let Ok(answer) = HealthClient::new(channel.clone()).check(request).await
+            && answer.into_inner().status() == ServingStatus::Serving
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the meeting service at {addr} did not start serving within a minute");
+}
+
+/// A gRPC client for the meeting service at `addr`, with the internal token.
+pub async fn grpc_client(addr: SocketAddr) -> GrpcClient {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("gRPC URL")
+        .connect()
+        .await
+        .expect("gRPC connect");
+    MeetingServiceClient::with_interceptor(channel, Bearer)
+}
+
+pub type GrpcClient = MeetingServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
 impl Drop for TestApp {
     fn drop(&mut self) {

@@ -5,6 +5,7 @@
 mod ambiguous;
 mod bad_requests;
 mod batching;
+mod change_feed;
 mod convergence;
 mod events;
 mod faults;
@@ -23,6 +24,7 @@ fn main() -> std::process::ExitCode {
             ambiguous::cases(),
             bad_requests::cases(),
             batching::cases(),
+            change_feed::cases(),
             convergence::cases(),
             events::cases(),
             faults::cases(),

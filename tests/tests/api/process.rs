@@ -146,6 +146,7 @@ async fn metrics_pass_promtool_and_logs_are_json_files(backend: Backend) {
         "calendly_grpc_request_duration_seconds_bucket",
         "calendly_database_up",
         "calendly_reminders_overdue",
+        "calendly_change_stream_lag_seconds",
         "calendly_build_info",
     ] {
         assert!(exposition.contains(name), "{name} missing from:\n{exposition}");

@@ -7,6 +7,7 @@
 //! URI, reminders and leads by id), so two batches, on one replica or several, wait for each other
 //! in one order and never in a cycle.
 
+pub mod changes;
 pub mod inbox;
 pub mod leads;
 pub mod meetings;

@@ -1,0 +1,145 @@
+//! `meeting_changes`: the change feed's rows, appended by the transaction that made the changes,
+//! and read by id.
+//!
+//! A reader that has seen id N must never later find a committed row below N. Ids come from a
+//! sequence, which hands them out at insert time, not at commit: two transactions could commit in
+//! the other order. So on PostgreSQL every transaction that appends takes one transaction-level
+//! advisory lock first, held until its commit: ids are then taken and made visible one
+//! transaction after another, on any number of replicas. It is the transaction's last lock (after
+//! every row lock), so it never closes a cycle, and it is held only from the append to the commit.
+//! SQLite's one write lock already does the same.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select, Statement,
+    sea_query::{IntoColumnRef, Query, ReturningClause},
+};
+
+use super::add_row;
+use crate::entity::{
+    change_feed_horizon,
+    meeting_change::{self, Column},
+};
+
+/// The advisory lock key that orders change ids (an arbitrary constant: "mtgchnge").
+pub const ORDER_LOCK_KEY: i64 = 0x6d74_6763_686e_6765;
+
+/// The channel on which PostgreSQL announces newly committed changes to every replica.
+pub const NOTIFY_CHANNEL: &str = "meeting_changes";
+
+/// A change row to append.
+pub struct NewChange {
+    pub meeting_id: i64,
+    pub lead_id: Option<i64>,
+    pub kind: &'static str,
+    pub meeting: Vec<u8>,
+    pub webhook_event_id: Option<i64>,
+    pub cause: &'static str,
+    pub tracking_id: String,
+    pub committed_at: DateTime<Utc>,
+}
+
+/// Appends `rows` in their order and answers the highest id given, `None` for no rows. On
+/// PostgreSQL, also announces it: the notification is delivered at commit, and only then.
+pub async fn append(db: &impl ConnectionTrait, rows: &[NewChange]) -> Result<Option<i64>, DbErr> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let backend = db.get_database_backend();
+    if backend == DbBackend::Postgres {
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT pg_advisory_xact_lock($1)",
+            [ORDER_LOCK_KEY.into()],
+        ))
+        .await?;
+    }
+    let mut insert = Query::insert();
+    insert.into_table(meeting_change::Entity).columns([
+        Column::MeetingId,
+        Column::LeadId,
+        Column::Kind,
+        Column::Meeting,
+        Column::WebhookEventId,
+        Column::Cause,
+        Column::TrackingId,
+        Column::CommittedAt,
+    ]);
+    for row in rows {
+        add_row(
+            &mut insert,
+            [
+                row.meeting_id.into(),
+                row.lead_id.into(),
+                row.kind.into(),
+                row.meeting.clone().into(),
+                row.webhook_event_id.into(),
+                row.cause.into(),
+                row.tracking_id.clone().into(),
+                row.committed_at.into(),
+            ],
+        )?;
+    }
+    insert.returning(ReturningClause::Columns(vec![Column::Id.into_column_ref()]));
+    let mut latest = None;
+    for row in db.query_all(&insert).await? {
+        let id: i64 = row.try_get("", "id")?;
+        latest = latest.max(Some(id));
+    }
+    if backend == DbBackend::Postgres
+        && let Some(id) = latest
+    {
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT pg_notify($1, $2)",
+            [NOTIFY_CHANNEL.into(), id.to_string().into()],
+        ))
+        .await?;
+    }
+    Ok(latest)
+}
+
+/// What a stream reads: kinds (labels; empty for all) and a lead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeFilter {
+    pub kinds: Vec<&'static str>,
+    pub lead_id: Option<i64>,
+}
+
+/// Up to `limit` rows after `after` and up to `through`, matching `filter`, in id order.
+pub fn after_query(
+    after: i64,
+    through: i64,
+    filter: &ChangeFilter,
+    limit: u64,
+) -> Select<meeting_change::Entity> {
+    let mut query = meeting_change::Entity::find()
+        .filter(Column::Id.gt(after))
+        .filter(Column::Id.lte(through));
+    if !filter.kinds.is_empty() {
+        query = query.filter(Column::Kind.is_in(filter.kinds.iter().copied()));
+    }
+    if let Some(lead_id) = filter.lead_id {
+        query = query.filter(Column::LeadId.eq(lead_id));
+    }
+    query.order_by_asc(Column::Id).limit(limit)
+}
+
+/// The highest id committed, or 0 when there is none.
+pub async fn latest(db: &impl ConnectionTrait) -> Result<i64, DbErr> {
+    let latest: Option<Option<i64>> = meeting_change::Entity::find()
+        .select_only()
+        .column_as(Column::Id.max(), "latest")
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(latest.flatten().unwrap_or(0))
+}
+
+/// The highest id retention removed: a cursor below it may have missed rows.
+pub async fn horizon(db: &impl ConnectionTrait) -> Result<i64, DbErr> {
+    let row = change_feed_horizon::Entity::find_by_id(1).one(db).await?;
+    row.map(|row| row.pruned_through)
+        .ok_or_else(|| DbErr::RecordNotFound("the change feed's horizon row is missing".into()))
+}
