@@ -18,7 +18,8 @@
 #     meeting service as separate binaries; RSS across 100,000 deliveries;
 #   - CPU time per delivery (utime+stime from /proc/<pid>/stat around each run);
 #   - where the time goes: the adapter's HTTP histogram against the meeting service's gRPC
-#     histogram (from /metrics), and a perf cpu-clock profile when perf can sample.
+#     histogram (from /metrics), and a perf cpu-clock profile when perf can sample;
+#   - created deliveries at c=64 with and without four stalled change-feed consumers (`watch`).
 # The measured databases are pre-loaded with BENCH_PRELOAD meetings (three reminders and one inbox
 # row each) and as many leads, half of the meetings linked to the first 1,000 leads (100 meetings
 # each), then analysed; half of the generated bookings carry one of those leads' e-mails.
@@ -643,6 +644,50 @@ EOF
   fi
   stop_pid "$SERVICE_PID"
 done
+
+# --- A stalled change-feed consumer (BENCH_ONLY=watch) ------------------------------------------
+# Created deliveries at c=64 with no change stream open, and with four WatchMeetingChanges streams
+# that read nothing (loadgen stalled-watchers), alternating which goes first; each run on a fresh
+# pair of processes. The stalled streams must end RESOURCE_EXHAUSTED once over their limit.
+if wants watch; then
+  for backend in $BACKENDS; do
+    if [ "$backend" = sqlite ]; then DB_URL="$SQLITE_URL"; else DB_URL="$PG_URL"; fi
+    for run in $(seq 1 "$RUNS"); do
+      order="none stalled"; [ $(( run % 2 )) = 0 ] && order="stalled none"
+      for watchers in $order; do
+        grpc_port=$(free_port)
+        start_meeting_service "watch-$watchers-$backend-$run" "$DB_URL" "$grpc_port"
+        start_adapter "watch-$watchers-$backend-$run" "$grpc_port"
+        SERVICE_PID=$MEETING_PID
+        loadgen_run "watch-warmup-$watchers-$backend-$run" -c 16 -n 500
+        watcher_pid=""
+        if [ "$watchers" = stalled ]; then
+          rm -f "$OUT/release-watchers"
+          "$LOADGEN" stalled-watchers --addr "http://127.0.0.1:$grpc_port" --token "$TOKEN" --streams 4 \
+            --until-file "$OUT/release-watchers" --json "$OUT/stalled-$backend-$run.json" \
+            >"$OUT/stalled-$backend-$run.txt" 2>&1 &
+          watcher_pid=$!
+          sleep 1
+        fi
+        wait_quiet
+        m0=$(cpu_ticks "$MEETING_PID")
+        loadgen_run "watch-$watchers-$backend-c64-$run" -c 64 -n "$N" --mix created
+        m1=$(cpu_ticks "$MEETING_PID")
+        ended=""
+        if [ -n "$watcher_pid" ]; then
+          touch "$OUT/release-watchers"
+          wait "$watcher_pid" || true
+          ended=" stalled_streams_ended=$(tr -d '\n' <"$OUT/stalled-$backend-$run.txt" | sed 's/.*ended: //; s/ //g')"
+        fi
+        result "watch-$watchers" "$backend" 64 "$run" "$RPS" requests/s \
+          "p50=$P50 p99=$P99 meeting_cpu_us=$(( (m1 - m0) * 1000000 / CLK_TCK / REQS ))$ended"
+        log "watchers=$watchers $backend run $run: $RPS req/s p99 $P99 ms$ended"
+        stop_pid "$ADAPTER_PID"
+        stop_pid "$MEETING_PID"
+      done
+    done
+  done
+fi
 
 # --- Separate binaries: per-process memory and CPU, and 100,000 deliveries -----------------------
 if wants memory; then

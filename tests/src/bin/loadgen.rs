@@ -5,6 +5,7 @@
 //! loadgen --mix realistic --duplicates 0.1 --rate 200 --verify-database postgres://…
 //! loadgen health --addr http://127.0.0.1:50051 --expect NOT_SERVING --wait-secs 20
 //! loadgen slow-client --url http://127.0.0.1:3001/webhook/calendly --secret KEY --hold-secs 45
+//! loadgen stalled-watchers --addr http://127.0.0.1:50051 --token T --streams 4 --until-file F
 //! ```
 //!
 //! Exit status: 0 when everything asked for held, 1 when a check failed, 2 for bad usage.
@@ -16,7 +17,7 @@ use serde_json::json;
 use tests::loadgen::{
     health, own_cpu_seconds,
     send::{SendOptions, send},
-    slow, verify,
+    slow, stalled, verify,
     workload::{Kind, Mix, Options, Workload},
 };
 
@@ -64,6 +65,25 @@ enum Command {
         /// A probe slower than this means the slow clients stalled others.
         #[arg(long, default_value_t = 1000)]
         stall_ms: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Change-feed consumers that open WatchMeetingChanges and read nothing, held until a file
+    /// exists (or a time passes); then how each stream ended.
+    StalledWatchers {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Bearer token (default: $INTERNAL_API_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        /// Read the streams once this file exists.
+        #[arg(long)]
+        until_file: Option<PathBuf>,
+        /// ... or after this long, whichever comes first.
+        #[arg(long, default_value_t = 600)]
+        hold_secs: u64,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -177,6 +197,31 @@ async fn main() -> anyhow::Result<()> {
                 i32::from(status != "SERVING")
             }
         },
+        Some(Command::StalledWatchers {
+            addr,
+            token,
+            streams,
+            until_file,
+            hold_secs,
+            json,
+        }) => {
+            let token = token.or_else(|| std::env::var("INTERNAL_API_TOKEN").ok());
+            let release = async {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(hold_secs);
+                while tokio::time::Instant::now() < deadline
+                    && !until_file.as_ref().is_some_and(|file| file.exists())
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            let report =
+                stalled::run(&addr, token.as_deref(), streams, release, Duration::from_secs(10)).await?;
+            println!("{} stalled streams ended: {:?}", report.streams, report.endings);
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            i32::from(report.endings.iter().any(|ending| ending != "ResourceExhausted"))
+        }
         Some(Command::SlowClient {
             url,
             secret,

@@ -1,11 +1,12 @@
 //! The load generator behind `cargo run --release -p tests --bin loadgen`: real-shape, correctly
 //! signed Calendly deliveries at a chosen concurrency or rate, retried like Calendly retries,
-//! with latency and status counts, a check of the database afterwards, a gRPC health probe and a
-//! slow-client probe. See `BENCHMARKS.md` for how the scripts use it.
+//! with latency and status counts, a check of the database afterwards, a gRPC health probe, a
+//! slow-client probe and stalled change-feed consumers. See `BENCHMARKS.md` for how the scripts use it.
 
 pub mod health;
 pub mod send;
 pub mod slow;
+pub mod stalled;
 pub mod verify;
 pub mod workload;
 
