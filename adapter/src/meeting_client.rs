@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use proto::v1::{
-    CalendlyEvent, IngestCalendlyEventRequest, IngestCalendlyEventResponse, Source,
-    meeting_service_client::MeetingServiceClient,
+    CalendlyEvent, GetSyncStatusRequest, IngestCalendlyEventRequest, IngestCalendlyEventResponse,
+    RecordSyncRunRequest, Source, SyncRun, SyncStatus, meeting_service_client::MeetingServiceClient,
 };
 use tonic::{
     Code, Request, Status,
@@ -108,6 +108,26 @@ impl MeetingClient {
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// Records a finished reconcile run (`calendly reconcile`).
+    pub async fn record_sync_run(&self, run: SyncRun, tracking_id: &str) -> Result<SyncRun, ApiError> {
+        let request = self.request(RecordSyncRunRequest { run: Some(run) }, tracking_id);
+        match self.api.clone().record_sync_run(request).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(api_error(&status)),
+        }
+    }
+
+    /// The reconcile record: the latest run and the latest success. Bounded like a health check,
+    /// since the health endpoint shows it.
+    pub async fn sync_status(&self, tracking_id: &str) -> Result<SyncStatus, Unreachable> {
+        let mut request = self.request(GetSyncStatusRequest {}, tracking_id);
+        request.set_timeout(Duration::from_secs(2));
+        match self.api.clone().get_sync_status(request).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(Unreachable(status.code())),
         }
     }
 

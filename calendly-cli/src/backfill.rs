@@ -367,6 +367,7 @@ impl Run<'_, '_> {
             {
                 Ok(response) => {
                     self.consecutive_service_failures = 0;
+                    self.report.tally.events_changed += u64::from(response.changed);
                     return judge(&response);
                 }
                 Err(ApiError::MeetingServiceUnavailable) if attempt < INGEST_ATTEMPTS => {

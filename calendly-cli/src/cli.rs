@@ -16,8 +16,9 @@ use super::{
     version,
     about = "Manage Calendly webhook subscriptions and back-fill existing bookings into the meeting service",
     after_help = "Settings come from the environment (and .env): CALENDLY_API_TOKEN (required), \
-                  CALENDLY_API_BASE_URL, CALENDLY_API_TIMEOUT_MS; for backfill also MEETING_SERVICE_URL, \
-                  INTERNAL_API_TOKEN, MEETING_SERVICE_TIMEOUT_MS."
+                  CALENDLY_API_BASE_URL, CALENDLY_API_TIMEOUT_MS; for backfill and reconcile also \
+                  MEETING_SERVICE_URL, INTERNAL_API_TOKEN, MEETING_SERVICE_TIMEOUT_MS; for reconcile \
+                  WEBHOOK_CALLBACK_URL (required) and RECONCILE_LOOKBACK."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -33,6 +34,9 @@ pub enum Command {
     },
     /// Apply the organization's existing bookings through the meeting service, as webhooks would.
     Backfill(BackfillArgs),
+    /// Check this deployment's webhook subscription, back-fill what can still change, and record
+    /// the run (what the scheduled job runs).
+    Reconcile,
 }
 
 impl Command {
@@ -40,7 +44,7 @@ impl Command {
     pub fn needs_meeting_service(&self) -> bool {
         match self {
             Self::Webhooks { .. } => false,
-            Self::Backfill(_) => true,
+            Self::Backfill(_) | Self::Reconcile => true,
         }
     }
 }

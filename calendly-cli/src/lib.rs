@@ -5,8 +5,8 @@
 //! Layout, each module depending only on those listed before it: `settings` (environment, the
 //! retry policy), `pagination` (plain functions), `client` (HTTP, retries, error mapping),
 //! `resources` (API shapes), `translate` (resources → webhook bodies, plain functions), `tally`
-//! (a back-fill's counts), `progress` (bar or lines), `webhooks` and `backfill` (the commands),
-//! `cli` (arguments, parsed with the commands' defaults and parsers). The binary (`src/main.rs`) only parses, reads settings and calls [`run`], which tests
+//! (a back-fill's counts), `progress` (bar or lines), `webhooks`, `backfill` and `reconcile` (the
+//! commands), `cli` (arguments, parsed with the commands' defaults and parsers). The binary (`src/main.rs`) only parses, reads settings and calls [`run`], which tests
 //! call in-process.
 
 pub mod backfill;
@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod pagination;
 pub mod progress;
+pub mod reconcile;
 pub mod resources;
 pub mod settings;
 pub mod tally;
@@ -40,6 +41,10 @@ pub struct Output<'a> {
     pub progress_bar: bool,
 }
 
+/// `reconcile`'s exit status when the subscription is missing or disabled: distinct from a
+/// failure (1) and from bad usage (2), so a job's monitor can tell "webhooks are off" apart.
+pub const SUBSCRIPTION_NOT_ACTIVE: u8 = 3;
+
 /// Why a command failed; [`CliError::exit_code`] is the process's exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -56,20 +61,35 @@ pub enum CliError {
     MeetingService(#[from] adapter::meeting_client::SetupError),
     #[error("backfill incomplete: {failed} failed{stopped}; see the failures above and run it again")]
     BackfillIncomplete { failed: u64, stopped: &'static str },
+    #[error(
+        "the webhook subscription for {callback_url} is {state}: Calendly delivers nothing to it; see above"
+    )]
+    SubscriptionNotActive {
+        state: &'static str,
+        callback_url: String,
+    },
+    #[error("reconcile incomplete: {0}; the next run tries again")]
+    ReconcileIncomplete(String),
+    #[error("the meeting service did not record the run: {0}")]
+    RecordFailed(String),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }
 
 impl CliError {
     /// 2 for what the person running the command must change (arguments, settings), as clap
-    /// does for bad arguments; 1 for failures along the way.
+    /// does for bad arguments; 1 for failures along the way; 3 for a subscription that is not
+    /// active.
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Request(_) | Self::Usage(_) | Self::Settings(_) => 2,
             Self::Calendly(_)
             | Self::MeetingService(_)
             | Self::BackfillIncomplete { .. }
+            | Self::ReconcileIncomplete(_)
+            | Self::RecordFailed(_)
             | Self::Output(_) => 1,
+            Self::SubscriptionNotActive { .. } => SUBSCRIPTION_NOT_ACTIVE,
         }
     }
 }
@@ -100,18 +120,7 @@ pub async fn run(cli: Cli, settings: Settings, output: &mut Output<'_>) -> Resul
         }
         Command::Backfill(args) => {
             let range = backfill::Range::new(args.since, args.until).map_err(CliError::Usage)?;
-            let meeting = settings.meeting.as_ref().ok_or_else(|| {
-                service_kit::settings::SettingError::new(
-                    "MEETING_SERVICE_URL",
-                    "backfill needs the meeting service settings",
-                )
-            })?;
-            let calendly = CalendlyClient::new(&settings.api)?;
-            let meeting = MeetingClient::new(
-                &meeting.url,
-                meeting.token.as_ref().map(|t| t.expose()),
-                meeting.timeout,
-            )?;
+            let (calendly, meeting) = clients(&settings)?;
             let me = resources::current_user(&calendly).await?;
             let mut reporter = progress::Reporter::new(&mut *output.err, output.progress_bar);
             let report = backfill::run(&calendly, &meeting, &me, range, &mut reporter).await?;
@@ -131,5 +140,43 @@ pub async fn run(cli: Cli, settings: Settings, output: &mut Output<'_>) -> Resul
                 })
             }
         }
+        Command::Reconcile => {
+            let callback_url = settings.reconcile.callback_url.clone().ok_or_else(|| {
+                service_kit::settings::SettingError::new(
+                    "WEBHOOK_CALLBACK_URL",
+                    "is required by reconcile: this deployment's webhook URL, as subscribed",
+                )
+            })?;
+            let (calendly, meeting) = clients(&settings)?;
+            let me = resources::current_user(&calendly).await?;
+            let mut reporter = progress::Reporter::new(&mut *output.err, output.progress_bar);
+            reconcile::run(
+                &calendly,
+                &meeting,
+                &me,
+                &settings.reconcile,
+                &callback_url,
+                &mut reporter,
+                &mut *output.out,
+            )
+            .await
+        }
     }
+}
+
+/// The Calendly and meeting-service clients of a command that needs both.
+fn clients(settings: &Settings) -> Result<(CalendlyClient, MeetingClient), CliError> {
+    let meeting = settings.meeting.as_ref().ok_or_else(|| {
+        service_kit::settings::SettingError::new(
+            "MEETING_SERVICE_URL",
+            "this command needs the meeting service settings",
+        )
+    })?;
+    let calendly = CalendlyClient::new(&settings.api)?;
+    let meeting = MeetingClient::new(
+        &meeting.url,
+        meeting.token.as_ref().map(|t| t.expose()),
+        meeting.timeout,
+    )?;
+    Ok((calendly, meeting))
 }

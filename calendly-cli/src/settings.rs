@@ -1,7 +1,8 @@
 //! The `calendly` command's settings, read once from the environment (after `.env`).
 //!
 //! Only what the chosen command needs is required: every command calls Calendly, so
-//! `CALENDLY_API_TOKEN` always is; only `backfill` talks to the meeting service.
+//! `CALENDLY_API_TOKEN` always is; only `backfill` and `reconcile` talk to the meeting service,
+//! and only `reconcile` needs `WEBHOOK_CALLBACK_URL`.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -15,8 +16,69 @@ pub const MAX_PAGE_SIZE: u8 = 100;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub api: ApiSettings,
-    /// Present when the command talks to the meeting service (`backfill`).
+    /// Present when the command talks to the meeting service (`backfill`, `reconcile`).
     pub meeting: Option<MeetingSettings>,
+    pub reconcile: ReconcileSettings,
+}
+
+/// What `reconcile` checks and back-fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileSettings {
+    /// `WEBHOOK_CALLBACK_URL`: this deployment's webhook URL, as subscribed (required by
+    /// `reconcile` only).
+    pub callback_url: Option<String>,
+    /// `RECONCILE_LOOKBACK`: meetings that started up to this long ago can still change (a late
+    /// cancellation, a no-show mark), so they are back-filled too.
+    pub lookback: Duration,
+}
+
+/// `RECONCILE_LOOKBACK` unless set: a day covers a no-show marked the day after the meeting.
+pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(86_400);
+
+/// A duration such as `1d`, `36h`, `90min` (or `90m`) or `3600s`; positive, at most 366 days.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 1d, 36h, 90min or 3600s"))?;
+    let unit_seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "min" | "m" => 60,
+        "s" => 1,
+        _ => return Err(format!("{text:?}: the unit must be d, h, min (or m) or s")),
+    };
+    let seconds = number.saturating_mul(unit_seconds);
+    if seconds == 0 || seconds > 366 * 86_400 {
+        return Err(format!("{text:?} must be more than 0 and at most 366 days"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+impl ReconcileSettings {
+    pub fn from_lookup(lookup: Lookup<'_>) -> Result<Self, SettingError> {
+        let callback_url = optional(lookup, "WEBHOOK_CALLBACK_URL")
+            .map(|url| {
+                reqwest::Url::parse(url.trim())
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "https" | "http"))
+                    .map(|_| url.trim().to_owned())
+                    .ok_or_else(|| {
+                        SettingError::new("WEBHOOK_CALLBACK_URL", "must be an https:// (or http://) URL")
+                    })
+            })
+            .transpose()?;
+        let lookback = match optional(lookup, "RECONCILE_LOOKBACK") {
+            Some(value) => parse_duration(&value).map_err(|e| SettingError::new("RECONCILE_LOOKBACK", e))?,
+            None => DEFAULT_LOOKBACK,
+        };
+        Ok(Self {
+            callback_url,
+            lookback,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +116,7 @@ impl Settings {
         Ok(Self {
             api: ApiSettings::from_lookup(lookup)?,
             meeting,
+            reconcile: ReconcileSettings::from_lookup(lookup)?,
         })
     }
 }
@@ -266,6 +329,61 @@ mod tests {
         );
         assert!(check_base_url("http://[::1]:80").is_ok());
         assert!(check_base_url("http://10.0.0.5").is_err());
+    }
+
+    #[test]
+    fn reconcile_settings_default_to_a_day_back_and_check_their_values() {
+        let defaults = settings(&[("CALENDLY_API_TOKEN", "t")], false).expect("valid");
+        assert_eq!(
+            defaults.reconcile,
+            ReconcileSettings {
+                callback_url: None,
+                lookback: DEFAULT_LOOKBACK
+            }
+        );
+        let set = settings(
+            &[
+                ("CALENDLY_API_TOKEN", "t"),
+                (
+                    "WEBHOOK_CALLBACK_URL",
+                    " https://hooks.example.com/webhook/calendly ",
+                ),
+                ("RECONCILE_LOOKBACK", "36h"),
+            ],
+            false,
+        )
+        .expect("valid");
+        assert_eq!(
+            set.reconcile.callback_url.as_deref(),
+            Some("https://hooks.example.com/webhook/calendly")
+        );
+        assert_eq!(set.reconcile.lookback, Duration::from_secs(36 * 3_600));
+        for (variable, value) in [
+            ("WEBHOOK_CALLBACK_URL", "hooks.example.com/webhook"),
+            ("WEBHOOK_CALLBACK_URL", "ftp://hooks.example.com/x"),
+            ("RECONCILE_LOOKBACK", "yesterday"),
+            ("RECONCILE_LOOKBACK", "0h"),
+            ("RECONCILE_LOOKBACK", "400d"),
+        ] {
+            let error = settings(&[("CALENDLY_API_TOKEN", "t"), (variable, value)], false).expect_err(value);
+            assert_eq!(error.variable, variable, "{value}");
+        }
+    }
+
+    #[test]
+    fn durations_take_days_hours_minutes_and_seconds() {
+        for (text, seconds) in [
+            ("1d", 86_400),
+            ("36h", 129_600),
+            ("90min", 5_400),
+            ("90m", 5_400),
+            ("3600s", 3_600),
+        ] {
+            assert_eq!(parse_duration(text), Ok(Duration::from_secs(seconds)), "{text}");
+        }
+        for bad in ["", "d", "1", "1w", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Tally {
     pub updated: u64,
     pub unchanged: u64,
     pub failed: u64,
+    /// Events that changed what the meeting service shows of a meeting: for a reconcile, the
+    /// webhooks that had not arrived.
+    pub events_changed: u64,
 }
 
 impl Tally {

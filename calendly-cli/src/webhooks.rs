@@ -260,9 +260,12 @@ pub async fn create(
     Ok(())
 }
 
-/// `webhooks list`: every page.
-pub async fn list(client: &CalendlyClient, scope: Scope, output: &mut Output<'_>) -> Result<(), CliError> {
-    let me = current_user(client).await?;
+/// Every subscription of `scope` (all pages).
+pub async fn subscriptions(
+    client: &CalendlyClient,
+    me: &CurrentUser,
+    scope: Scope,
+) -> Result<Vec<Subscription>, CalendlyError> {
     let mut query = vec![
         ("organization", me.current_organization.as_str()),
         ("scope", scope.as_str()),
@@ -270,9 +273,15 @@ pub async fn list(client: &CalendlyClient, scope: Scope, output: &mut Output<'_>
     if scope == Scope::User {
         query.push(("user", me.uri.as_str()));
     }
-    let subscriptions: Vec<Subscription> = client
+    client
         .all("/webhook_subscriptions", &query, "the webhook subscriptions")
-        .await?;
+        .await
+}
+
+/// `webhooks list`: every page.
+pub async fn list(client: &CalendlyClient, scope: Scope, output: &mut Output<'_>) -> Result<(), CliError> {
+    let me = current_user(client).await?;
+    let subscriptions = subscriptions(client, &me, scope).await?;
     for subscription in &subscriptions {
         writeln!(output.out, "{}", subscription.uri)?;
         write_details(output, subscription)?;

@@ -1,6 +1,6 @@
 //! The `calendly` command against a local mock of the Calendly API and real meeting services
 //! (SQLite): subscriptions, token errors, back-fill equivalence with webhooks, reruns, recovery
-//! from rate limits, server errors and timeouts, and partial failures. Commands run in-process
+//! from rate limits, server errors and timeouts, partial failures, and reconcile runs. Commands run in-process
 //! through `calendly_cli::run`; one smoke test runs the built binary.
 
 #[path = "cli/mock.rs"]
@@ -645,6 +645,239 @@ async fn backfill_stops_early_when_the_meeting_service_is_down() {
         "{}",
         ran.err
     );
+}
+
+// --- reconcile ----------------------------------------------------------------------------------
+
+const CALLBACK: &str = "https://hooks.example.com/webhook/calendly";
+
+/// The meeting service's metrics in this test binary, and one reconcile test at a time, so that
+/// the counter a test reads moved only by its own runs.
+fn metrics() -> &'static (
+    metrics_exporter_prometheus::PrometheusHandle,
+    tokio::sync::Mutex<()>,
+) {
+    static METRICS: std::sync::OnceLock<(
+        metrics_exporter_prometheus::PrometheusHandle,
+        tokio::sync::Mutex<()>,
+    )> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder of this test binary");
+        (handle, tokio::sync::Mutex::new(()))
+    })
+}
+
+/// A sample's value in the exposition (0 when absent).
+fn sample(name_and_labels: &str) -> f64 {
+    metrics()
+        .0
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn reconcile_settings(mock: &MockCalendly, meeting: &MeetingService) -> Settings {
+    let mut settings = settings(mock, Some(meeting));
+    settings.reconcile.callback_url = Some(CALLBACK.to_owned());
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_recovers_webhooks_that_never_came_once_and_records_the_run() {
+    let _one_at_a_time = metrics().1.lock().await;
+    let mock = MockCalendly::start(TOKEN).await;
+    let scenario = Scenario::standard();
+    scenario.install(&mock);
+    mock.add_subscription(CALLBACK);
+    let uris = scenario.invitee_uris();
+    let (service, reference) = tokio::join!(MeetingService::start(), MeetingService::start());
+    // Only the first two webhooks arrived; Calendly has everything.
+    let webhooks = scenario.webhooks();
+    deliver(&service, &webhooks[..2]).await;
+    deliver(&reference, &webhooks).await;
+    let missed_before = sample("calendly_reconcile_missed_events_total");
+
+    let ran = calendly(&["reconcile"], reconcile_settings(&mock, &service))
+        .await
+        .ok();
+    assert!(ran.out.contains("subscription  active"), "{}", ran.out);
+    assert_eq!(views(&service, &uris).await, views(&reference, &uris).await);
+    let first = service.sync_status().await.last_run.expect("a run");
+    assert!(first.succeeded, "{first:?}");
+    assert_eq!(first.events_sent, 11);
+    let missed = first.events_missed;
+    assert!(
+        (1..=9).contains(&missed),
+        "the two webhooks that came are not missed: {first:?}"
+    );
+    assert!(
+        ran.out.contains(&format!("missed        {missed} event(s)")),
+        "{}",
+        ran.out
+    );
+    let listings = mock.requests_to("/scheduled_events");
+    assert!(
+        listings.iter().all(|l| l.query.contains_key("min_start_time")),
+        "only meetings that can still change are listed"
+    );
+
+    // A second run finds nothing new, and the counter counted the first run's once.
+    calendly(&["reconcile"], reconcile_settings(&mock, &service))
+        .await
+        .ok();
+    let status = service.sync_status().await;
+    let second = status.last_run.expect("a run");
+    assert_eq!((second.events_missed, second.succeeded), (0, true));
+    assert_eq!(status.last_success.map(|r| r.id), Some(second.id));
+    assert_eq!(
+        sample("calendly_reconcile_missed_events_total") - missed_before,
+        missed as f64
+    );
+    assert_eq!(
+        sample(r#"calendly_webhook_subscription_state{state="active"}"#),
+        1.0
+    );
+    assert!(sample("calendly_reconcile_last_success_timestamp_seconds") > 0.0);
+}
+
+/// The adapter in front of `meeting`, for its health summary.
+async fn adapter_in_front_of(meeting: &MeetingService) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind HTTP");
+    let addr = listener.local_addr().expect("address");
+    let lookup = map_lookup(
+        [
+            ("CALENDLY_WEBHOOK_SECRET", "test-signing-key-5b0c"),
+            ("MEETING_SERVICE_URL", meeting.url.as_str()),
+            ("INTERNAL_API_TOKEN", INTERNAL_TOKEN),
+            ("LOG_DIR", "off"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    );
+    let config = adapter::Config::from_lookup(&lookup).expect("adapter settings");
+    tokio::spawn(adapter::run(config, listener, std::future::pending()));
+    format!("http://{addr}/webhook/calendly/health")
+}
+
+async fn reconcile_summary(health_url: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        if let Ok(response) = reqwest::get(health_url).await
+            && response.status() == 200
+        {
+            return response.json::<serde_json::Value>().await.expect("JSON")["reconcile"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the adapter did not become healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_or_missing_subscription_exits_3_says_how_to_restore_it_and_shows_in_health() {
+    let _one_at_a_time = metrics().1.lock().await;
+    let mock = MockCalendly::start(TOKEN).await;
+    let scenario = Scenario::standard();
+    scenario.install(&mock);
+    let subscription = mock.add_subscription(CALLBACK);
+    mock.set_subscription_state(&subscription, "disabled");
+    mock.add_subscription("https://elsewhere.example.com/webhook/calendly");
+    let service = MeetingService::start().await;
+    deliver(&service, &scenario.webhooks()).await;
+    let health = adapter_in_front_of(&service).await;
+    assert_eq!(reconcile_summary(&health).await["subscriptionState"], "never_run");
+
+    for (state, expected) in [("disabled", "disabled"), ("gone", "missing")] {
+        if state == "gone" {
+            mock.remove_subscriptions();
+        }
+        let ran = calendly(&["reconcile"], reconcile_settings(&mock, &service)).await;
+        assert!(
+            matches!(ran.error(), CliError::SubscriptionNotActive { state, .. } if *state == expected),
+            "{:?}",
+            ran.result
+        );
+        assert_eq!(ran.error().exit_code(), 3);
+        assert!(
+            ran.out
+                .contains(&format!("calendly webhooks create --url {CALLBACK}")),
+            "{}",
+            ran.out
+        );
+        assert!(
+            ran.out.contains(&format!("subscription  {expected}")),
+            "{}",
+            ran.out
+        );
+        let summary = reconcile_summary(&health).await;
+        assert_eq!(summary["subscriptionState"], expected, "{summary}");
+        assert_eq!(
+            summary["lastRunSucceeded"], true,
+            "the back-fill itself went through"
+        );
+        assert!(
+            summary["lastRunAgeSeconds"].as_u64().is_some_and(|age| age < 60),
+            "{summary}"
+        );
+        assert_eq!(
+            sample(&format!(
+                r#"calendly_webhook_subscription_state{{state="{expected}"}}"#
+            )),
+            1.0
+        );
+        assert_eq!(
+            sample(r#"calendly_webhook_subscription_state{state="active"}"#),
+            0.0
+        );
+    }
+    let text = reqwest::get(&health)
+        .await
+        .expect("health")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        !text.contains(TOKEN) && !text.contains(INTERNAL_TOKEN),
+        "no secret in {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_racing_live_webhooks_converges_to_the_same_record() {
+    let _one_at_a_time = metrics().1.lock().await;
+    let mock = MockCalendly::start(TOKEN).await;
+    let scenario = Scenario::standard();
+    scenario.install(&mock);
+    mock.add_subscription(CALLBACK);
+    let uris = scenario.invitee_uris();
+    let (busy, reference) = tokio::join!(MeetingService::start(), MeetingService::start());
+    let mut webhooks = scenario.webhooks();
+    webhooks.reverse();
+    let (ran, ()) = tokio::join!(
+        calendly(&["reconcile"], reconcile_settings(&mock, &busy)),
+        deliver(&busy, &webhooks),
+    );
+    ran.ok();
+    deliver(&reference, &scenario.webhooks()).await;
+    assert_eq!(views(&busy, &uris).await, views(&reference, &uris).await);
+}
+
+#[tokio::test]
+async fn reconcile_needs_the_callback_url() {
+    let mock = MockCalendly::start(TOKEN).await;
+    let service = MeetingService::start().await;
+    let ran = calendly(&["reconcile"], settings(&mock, Some(&service))).await;
+    assert!(
+        matches!(ran.error(), CliError::Settings(error) if error.variable == "WEBHOOK_CALLBACK_URL"),
+        "{:?}",
+        ran.result
+    );
+    assert_eq!(ran.error().exit_code(), 2);
+    assert!(mock.requests().is_empty(), "nothing was asked of Calendly");
 }
 
 // --- the binary ---------------------------------------------------------------------------------

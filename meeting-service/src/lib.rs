@@ -4,7 +4,8 @@
 //! Layout, each module depending only on those listed before it: `domain` (the rules, pure),
 //! `entity` (tables, and rows as protobuf), `error` (errors and their gRPC codes), `metrics`,
 //! `store` (persistence: the ingest batches, the change feed's rows, reads, leads, reminder
-//! claims, retries, pruning), `feed` (the change streams), `config` (settings, the store's and
+//! claims, retries, pruning, reconcile runs), `feed` (the change streams), `sync_metrics` (the
+//! reconcile record as metrics), `config` (settings, the store's and
 //! the feed's among them), `health` (the database probe behind gRPC health), `drain` (an
 //! observable shutdown), `grpc` (the tonic service: requests, conversions, the bearer check). It
 //! knows nothing of HTTP, signatures or Calendly's JSON: the adapter translates those into
@@ -20,6 +21,7 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod store;
+pub mod sync_metrics;
 
 use std::time::Duration;
 
@@ -68,6 +70,7 @@ pub async fn run(
     let prune_task = tokio::spawn(store::prune::run(store.clone(), config.retention, stop.clone()));
     let feed = feed::Feed::new(store.clone(), config.feed, stop.clone());
     let feed_task = tokio::spawn(feed::follow_commits(feed.clone(), stop.clone()));
+    let sync_metrics_task = tokio::spawn(sync_metrics::run(store.clone(), stop.clone()));
     // Both versions of reflection: many clients (Python's grpcio-reflection, older grpcurl builds,
     // GUI clients) speak only v1alpha and get UNIMPLEMENTED from a v1-only server.
     let reflection = || {
@@ -139,6 +142,7 @@ pub async fn run(
     health_task.abort();
     prune_task.abort();
     feed_task.abort();
+    sync_metrics_task.abort();
     if let Err(error) = store.connection().clone().close().await {
         tracing::warn!(%error, "closing the database pool");
     }

@@ -66,6 +66,19 @@ pub fn describe() {
         Unit::Seconds,
         "Largest lag of an open change stream: age of the oldest committed change it has yet to hand over."
     );
+    describe_counter!(
+        "calendly_reconcile_missed_events_total",
+        "Events a reconcile run applied that changed a meeting: webhooks that had not arrived."
+    );
+    describe_gauge!(
+        "calendly_reconcile_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the last successful reconcile run finished; 0 before the first."
+    );
+    describe_gauge!(
+        "calendly_webhook_subscription_state",
+        "1 for the webhook subscription state the last reconcile run saw (active, disabled, missing, unknown), else 0."
+    );
     describe_gauge!(
         "calendly_build_info",
         "Always 1; the version label names the running build."

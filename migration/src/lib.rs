@@ -13,6 +13,7 @@ mod m20261128_000002_add_reminder_claim_token;
 mod m20261201_000001_index_inbox_payload_uri;
 mod m20261201_000002_index_meetings_lead_latest;
 mod m20261201_000003_create_meeting_changes;
+mod m20261201_000004_create_sync_runs;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_index_inbox_payload_uri::Migration),
             Box::new(m20261201_000002_index_meetings_lead_latest::Migration),
             Box::new(m20261201_000003_create_meeting_changes::Migration),
+            Box::new(m20261201_000004_create_sync_runs::Migration),
         ]
     }
 }

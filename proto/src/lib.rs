@@ -111,9 +111,39 @@ impl v1::ChangeKind {
     }
 }
 
+impl v1::SubscriptionState {
+    /// Every state a run can record.
+    pub const ALL: [Self; 4] = [Self::Active, Self::Disabled, Self::Missing, Self::Unknown];
+
+    /// The name stored in `sync_runs.subscription_state` and used as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Missing => "missing",
+            Self::Unknown => "unknown",
+            Self::Unspecified => "unspecified",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.label() == label)
+            .unwrap_or(Self::Unspecified)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::v1::{ChangeKind, Outcome};
+    use super::v1::{ChangeKind, Outcome, SubscriptionState};
+
+    #[test]
+    fn every_subscription_state_label_reads_back_as_its_state() {
+        for state in SubscriptionState::ALL {
+            assert_eq!(SubscriptionState::from_label(state.label()), state);
+        }
+    }
 
     #[test]
     fn every_change_kind_label_reads_back_as_its_kind() {

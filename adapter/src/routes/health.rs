@@ -29,6 +29,22 @@ pub struct Health {
     tracking_id: String,
     meeting_service: MeetingServiceHealth,
     configuration: Summary,
+    reconcile: ReconcileSummary,
+}
+
+/// The last `calendly reconcile` run, as the meeting service recorded it.
+#[derive(Serialize, utoipa::ToSchema, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileSummary {
+    /// The webhook subscription's state as the last run saw it (active, disabled, missing,
+    /// unknown); never_run before the first; unavailable when the meeting service did not say.
+    subscription_state: String,
+    last_run_at: Option<String>,
+    last_run_age_seconds: Option<u64>,
+    last_run_succeeded: Option<bool>,
+    /// Events the last run applied whose webhooks had not arrived.
+    last_run_events_missed: Option<u64>,
+    last_success_at: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -77,7 +93,10 @@ pub async fn report(
     State(state): State<AppState>,
     Extension(tracking_id): Extension<TrackingId>,
 ) -> (StatusCode, Json<Health>) {
-    let upstream = state.meeting_client.health(&tracking_id.0).await;
+    let (upstream, sync) = tokio::join!(
+        state.meeting_client.health(&tracking_id.0),
+        state.meeting_client.sync_status(&tracking_id.0)
+    );
     let serving = matches!(upstream, Ok(ServingStatus::Serving));
     let config = &state.config;
     let health = Health {
@@ -96,6 +115,7 @@ pub async fn report(
             url: config.meeting_service_url.clone(),
         },
         configuration: Summary::of(config),
+        reconcile: ReconcileSummary::of(sync.ok().as_ref(), std::time::SystemTime::now()),
     };
     let status = if serving {
         StatusCode::OK
@@ -123,11 +143,118 @@ impl Summary {
     }
 }
 
+impl ReconcileSummary {
+    /// From the meeting service's answer (`None`: it gave none), ages as of `now`.
+    pub fn of(status: Option<&proto::v1::SyncStatus>, now: std::time::SystemTime) -> Self {
+        let time = |t: &prost_types::Timestamp| {
+            chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or_default())
+        };
+        let rfc3339 = |t: Option<&prost_types::Timestamp>| {
+            t.and_then(time)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        };
+        let Some(status) = status else {
+            return Self::without("unavailable");
+        };
+        let Some(last) = &status.last_run else {
+            return Self::without("never_run");
+        };
+        let now = chrono::DateTime::<chrono::Utc>::from(now);
+        let finished = last.finished_at.as_ref().and_then(time);
+        Self {
+            subscription_state: last.subscription_state().label().to_owned(),
+            last_run_at: rfc3339(last.finished_at.as_ref()),
+            last_run_age_seconds: finished.map(|t| u64::try_from((now - t).num_seconds()).unwrap_or(0)),
+            last_run_succeeded: Some(last.succeeded),
+            last_run_events_missed: Some(last.events_missed),
+            last_success_at: rfc3339(status.last_success.as_ref().and_then(|s| s.finished_at.as_ref())),
+        }
+    }
+
+    fn without(state: &str) -> Self {
+        Self {
+            subscription_state: state.to_owned(),
+            last_run_at: None,
+            last_run_age_seconds: None,
+            last_run_succeeded: None,
+            last_run_events_missed: None,
+            last_success_at: None,
+        }
+    }
+}
+
 impl RateLimitSummary {
     fn of(rate: RateLimit) -> Self {
         Self {
             limit: rate.limit,
             window_seconds: rate.window.as_secs(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use proto::v1::{SubscriptionState, SyncRun, SyncStatus};
+
+    use super::*;
+
+    fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn the_reconcile_summary_says_what_the_last_run_saw_and_how_long_ago() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_900_000_600);
+        assert_eq!(ReconcileSummary::of(None, now).subscription_state, "unavailable");
+        let never = ReconcileSummary::of(Some(&SyncStatus::default()), now);
+        assert_eq!(
+            (never.subscription_state.as_str(), never.last_run_at),
+            ("never_run", None)
+        );
+
+        let success = SyncRun {
+            finished_at: at(1_900_000_000),
+            subscription_state: SubscriptionState::Active as i32,
+            succeeded: true,
+            ..Default::default()
+        };
+        let failed = SyncRun {
+            finished_at: at(1_900_000_300),
+            subscription_state: SubscriptionState::Disabled as i32,
+            events_missed: 4,
+            ..Default::default()
+        };
+        let summary = ReconcileSummary::of(
+            Some(&SyncStatus {
+                last_run: Some(failed),
+                last_success: Some(success),
+            }),
+            now,
+        );
+        assert_eq!(
+            summary,
+            ReconcileSummary {
+                subscription_state: "disabled".into(),
+                last_run_at: Some("2030-03-17T17:51:40Z".into()),
+                last_run_age_seconds: Some(300),
+                last_run_succeeded: Some(false),
+                last_run_events_missed: Some(4),
+                last_success_at: Some("2030-03-17T17:46:40Z".into()),
+            }
+        );
+        // A clock behind the record's never makes an age negative.
+        let early = ReconcileSummary::of(
+            Some(&SyncStatus {
+                last_run: Some(SyncRun {
+                    finished_at: at(1_900_000_900),
+                    ..Default::default()
+                }),
+                last_success: None,
+            }),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_600),
+        );
+        assert_eq!(early.last_run_age_seconds, Some(0));
     }
 }

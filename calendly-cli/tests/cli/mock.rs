@@ -128,6 +128,22 @@ impl MockCalendly {
         uri
     }
 
+    /// Sets a subscription's `state`, as Calendly does when it disables one.
+    pub fn set_subscription_state(&self, uri: &str, state: &str) {
+        let mut data = self.data();
+        let subscription = data
+            .subscriptions
+            .iter_mut()
+            .find(|s| s["uri"] == uri)
+            .expect("known subscription");
+        subscription["state"] = state.into();
+    }
+
+    /// Deletes every subscription, as Calendly does after a 410 answer.
+    pub fn remove_subscriptions(&self) {
+        self.data().subscriptions.clear();
+    }
+
     pub fn subscriptions(&self) -> Vec<Value> {
         self.data().subscriptions.clone()
     }

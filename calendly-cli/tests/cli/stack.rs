@@ -79,6 +79,16 @@ impl MeetingService {
         MeetingServiceClient::with_interceptor(channel, Bearer)
     }
 
+    /// The reconcile record, as `GetSyncStatus` answers it.
+    pub async fn sync_status(&self) -> proto::v1::SyncStatus {
+        self.grpc()
+            .await
+            .get_sync_status(proto::v1::GetSyncStatusRequest {})
+            .await
+            .expect("GetSyncStatus")
+            .into_inner()
+    }
+
     /// The whole meeting record of each invitee, in the order given.
     pub async fn meetings(&self, invitee_uris: &[String]) -> Vec<Meeting> {
         let mut grpc = self.grpc().await;

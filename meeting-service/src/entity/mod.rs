@@ -10,4 +10,5 @@ pub mod meeting;
 pub mod meeting_change;
 pub mod meeting_reminder;
 pub mod message;
+pub mod sync_run;
 pub mod webhook_event;

@@ -2,19 +2,20 @@
 
 use proto::v1::{
     DueReminder, IngestCalendlyEventResponse, Lead, ListMeetingsResponse, ListWebhookEventsResponse, Meeting,
-    Outcome, WebhookEvent,
+    Outcome, SubscriptionState, SyncRun, WebhookEvent,
 };
 
 pub use crate::entity::message::{meeting_message, reminder_message};
 use crate::{
     domain::event::to_timestamp,
-    entity::{lead, webhook_event},
+    entity::{lead, sync_run, webhook_event},
     error::ServiceError,
     feed::encode_cursor,
     store::{
         Ingested,
         reads::{InboxPage, MeetingPage, MeetingView},
         reminders::ClaimedReminder,
+        sync::SyncStatus,
     },
 };
 
@@ -28,6 +29,7 @@ pub fn ingest_response(ingested: Ingested) -> IngestCalendlyEventResponse {
         webhook_event_id: ingested.webhook_event_id,
         meeting_id: ingested.meeting_id,
         reminders_scheduled: ingested.reminders_scheduled,
+        changed: ingested.changed,
     }
 }
 
@@ -86,6 +88,29 @@ pub fn inbox_page(page: &InboxPage) -> ListWebhookEventsResponse {
     ListWebhookEventsResponse {
         events: page.events.iter().map(webhook_event_message).collect(),
         next_page_token: page.next_after_id.map(encode_page_token).unwrap_or_default(),
+    }
+}
+
+pub fn sync_run_message(row: &sync_run::Model) -> SyncRun {
+    SyncRun {
+        id: row.id,
+        started_at: Some(to_timestamp(row.started_at)),
+        finished_at: Some(to_timestamp(row.finished_at)),
+        subscription_state: SubscriptionState::from_label(&row.subscription_state) as i32,
+        subscription_uri: row.subscription_uri.clone().unwrap_or_default(),
+        retry_started_at: row.retry_started_at.map(to_timestamp),
+        events_sent: u64::try_from(row.events_sent).unwrap_or_default(),
+        events_missed: u64::try_from(row.events_missed).unwrap_or_default(),
+        failures: u64::try_from(row.failures).unwrap_or_default(),
+        succeeded: row.succeeded,
+        error: row.error.clone().unwrap_or_default(),
+    }
+}
+
+pub fn sync_status_message(status: &SyncStatus) -> proto::v1::SyncStatus {
+    proto::v1::SyncStatus {
+        last_run: status.last_run.as_ref().map(sync_run_message),
+        last_success: status.last_success.as_ref().map(sync_run_message),
     }
 }
 

@@ -10,10 +10,10 @@ pub mod requests;
 use chrono::Utc;
 use proto::v1::{
     ClaimDueRemindersRequest, ClaimDueRemindersResponse, CompleteReminderRequest, GetLeadRequest,
-    GetMeetingRequest, IngestCalendlyEventRequest, IngestCalendlyEventResponse, Lead, ListMeetingsRequest,
-    ListMeetingsResponse, ListWebhookEventsRequest, ListWebhookEventsResponse, Meeting,
-    ReleaseReminderRequest, Reminder, ReplayWebhookEventRequest, UpsertLeadRequest,
-    WatchMeetingChangesRequest, meeting_service_server::MeetingService,
+    GetMeetingRequest, GetSyncStatusRequest, IngestCalendlyEventRequest, IngestCalendlyEventResponse, Lead,
+    ListMeetingsRequest, ListMeetingsResponse, ListWebhookEventsRequest, ListWebhookEventsResponse, Meeting,
+    RecordSyncRunRequest, ReleaseReminderRequest, Reminder, ReplayWebhookEventRequest, SyncRun, SyncStatus,
+    UpsertLeadRequest, WatchMeetingChangesRequest, meeting_service_server::MeetingService,
 };
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::Instrument;
@@ -21,8 +21,9 @@ use tracing::Instrument;
 pub use auth::BearerAuth;
 use convert::{
     due_reminder, inbox_page, ingest_response, lead_message, meeting_view, meetings_page, reminder_message,
+    sync_run_message, sync_status_message,
 };
-use requests::{Claim, HeldClaim, InboxQuery, Ingest, MeetingQuery, Replay};
+use requests::{Claim, HeldClaim, InboxQuery, Ingest, MeetingQuery, Replay, SyncStatusQuery};
 
 use crate::{
     error::{Record, ServiceError},
@@ -32,6 +33,7 @@ use crate::{
         batch::Ingestor,
         leads::{LeadChange, LeadKey},
         reads::MeetingKey,
+        sync::NewSyncRun,
     },
 };
 
@@ -245,6 +247,38 @@ impl MeetingService for MeetingApi {
     ) -> Result<Response<ChangeStream>, Status> {
         handle("WatchMeetingChanges", request, async |watch: Watch, _| {
             self.feed.open(watch).await
+        })
+        .await
+    }
+
+    async fn record_sync_run(
+        &self,
+        request: Request<RecordSyncRunRequest>,
+    ) -> Result<Response<SyncRun>, Status> {
+        handle("RecordSyncRun", request, async |run: NewSyncRun, _| {
+            let recorded = self.store.record_sync_run(run).await?;
+            metrics::counter!("calendly_reconcile_missed_events_total")
+                .increment(u64::try_from(recorded.events_missed).unwrap_or_default());
+            crate::sync_metrics::export(&self.store.sync_status().await?);
+            tracing::info!(
+                subscription_state = recorded.subscription_state,
+                events_sent = recorded.events_sent,
+                events_missed = recorded.events_missed,
+                failures = recorded.failures,
+                succeeded = recorded.succeeded,
+                "reconcile run recorded"
+            );
+            Ok(sync_run_message(&recorded))
+        })
+        .await
+    }
+
+    async fn get_sync_status(
+        &self,
+        request: Request<GetSyncStatusRequest>,
+    ) -> Result<Response<SyncStatus>, Status> {
+        handle("GetSyncStatus", request, async |_: SyncStatusQuery, _| {
+            Ok(sync_status_message(&self.store.sync_status().await?))
         })
         .await
     }

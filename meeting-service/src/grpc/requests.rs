@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use proto::v1::{
     ClaimDueRemindersRequest, CompleteReminderRequest, GetLeadRequest, GetMeetingRequest,
-    IngestCalendlyEventRequest, ListMeetingsRequest, ListWebhookEventsRequest, Outcome,
-    ReleaseReminderRequest, ReplayWebhookEventRequest, Source, UpsertLeadRequest, WatchMeetingChangesRequest,
-    get_lead_request, get_meeting_request,
+    GetSyncStatusRequest, IngestCalendlyEventRequest, ListMeetingsRequest, ListWebhookEventsRequest, Outcome,
+    RecordSyncRunRequest, ReleaseReminderRequest, ReplayWebhookEventRequest, Source, SubscriptionState,
+    UpsertLeadRequest, WatchMeetingChangesRequest, get_lead_request, get_meeting_request,
 };
 
 use super::convert::{decode_meetings_page_token, decode_page_token};
@@ -21,6 +21,7 @@ use crate::{
         changes::ChangeFilter,
         leads::{LeadChange, LeadKey, valid_email},
         reads::{MeetingFilter, MeetingKey},
+        sync::NewSyncRun,
     },
 };
 
@@ -145,6 +146,70 @@ impl TryFrom<WatchMeetingChangesRequest> for Watch {
                 lead_id: request.lead_id,
             },
         })
+    }
+}
+
+/// `RecordSyncRun`: a finished run, its counts in range.
+impl TryFrom<RecordSyncRunRequest> for NewSyncRun {
+    type Error = ServiceError;
+
+    fn try_from(request: RecordSyncRunRequest) -> Result<Self, ServiceError> {
+        let run = request
+            .run
+            .ok_or_else(|| ServiceError::invalid("run", "is required"))?;
+        let started_at = required_time("run.started_at", run.started_at.as_ref())?;
+        let finished_at = required_time("run.finished_at", run.finished_at.as_ref())?;
+        if finished_at < started_at {
+            return Err(ServiceError::invalid(
+                "run.finished_at",
+                "is before run.started_at",
+            ));
+        }
+        let subscription_state = SubscriptionState::try_from(run.subscription_state)
+            .ok()
+            .filter(|state| *state != SubscriptionState::Unspecified)
+            .ok_or_else(|| ServiceError::invalid("run.subscription_state", "is required"))?;
+        let count = |field: &'static str, value: u64| {
+            i64::try_from(value).map_err(|_| ServiceError::invalid(field, "is out of range"))
+        };
+        let events_sent = count("run.events_sent", run.events_sent)?;
+        let events_missed = count("run.events_missed", run.events_missed)?;
+        if events_missed > events_sent {
+            return Err(ServiceError::invalid(
+                "run.events_missed",
+                "is more than run.events_sent",
+            ));
+        }
+        let text = |field: &'static str, value: String, limit: usize| {
+            if value.len() > limit {
+                Err(ServiceError::invalid(field, format!("at most {limit} bytes")))
+            } else {
+                Ok(Some(value).filter(|v| !v.is_empty()))
+            }
+        };
+        Ok(Self {
+            started_at,
+            finished_at,
+            subscription_state,
+            subscription_uri: text("run.subscription_uri", run.subscription_uri, 1_024)?,
+            retry_started_at: optional_time("run.retry_started_at", run.retry_started_at.as_ref())?,
+            events_sent,
+            events_missed,
+            failures: count("run.failures", run.failures)?,
+            succeeded: run.succeeded,
+            error: text("run.error", run.error, 2_000)?,
+        })
+    }
+}
+
+/// `GetSyncStatus`: nothing to validate.
+pub struct SyncStatusQuery;
+
+impl TryFrom<GetSyncStatusRequest> for SyncStatusQuery {
+    type Error = ServiceError;
+
+    fn try_from(_: GetSyncStatusRequest) -> Result<Self, ServiceError> {
+        Ok(Self)
     }
 }
 
@@ -302,6 +367,13 @@ fn page_size(requested: u32) -> Result<u64, ServiceError> {
         )),
         n => Ok(u64::from(n)),
     }
+}
+
+fn required_time(
+    field: &'static str,
+    timestamp: Option<&prost_types::Timestamp>,
+) -> Result<DateTime<Utc>, ServiceError> {
+    optional_time(field, timestamp)?.ok_or_else(|| ServiceError::invalid(field, "is required"))
 }
 
 fn optional_time(

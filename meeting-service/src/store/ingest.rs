@@ -45,6 +45,8 @@ pub struct Ingested {
     pub errors: Vec<String>,
     pub meeting_id: Option<i64>,
     pub reminders_scheduled: u32,
+    /// Whether it wrote a change-feed row.
+    pub changed: bool,
 }
 
 /// What the rules say of a request before anything is stored.
@@ -200,6 +202,7 @@ impl Store {
                         errors: request.errors.clone(),
                         meeting_id: applied.map(|(_, meeting_id)| *meeting_id),
                         reminders_scheduled: applied.map_or(0, |(effect, _)| effect.reminders_scheduled),
+                        changed: applied.is_some_and(|(effect, _)| effect.changed),
                     }));
                 }
                 None => {
@@ -254,6 +257,7 @@ impl Store {
                     errors: Vec::new(),
                     meeting_id: uri.as_ref().and_then(|uri| meetings.get(uri).copied()),
                     reminders_scheduled: 0,
+                    changed: false,
                 };
                 (key.clone(), answer)
             })
@@ -318,6 +322,7 @@ impl Store {
                 lead_updated: applied.as_ref().is_some_and(|(effect, _)| effect.lead_updated),
                 errors: errors.clone(),
                 meeting_id: applied.as_ref().map(|(_, meeting_id)| *meeting_id),
+                changed: applied.as_ref().is_some_and(|(effect, _)| effect.changed),
                 reminders_scheduled: applied.map_or(0, |(effect, _)| effect.reminders_scheduled),
             })
         })

@@ -12,7 +12,8 @@
 //!
 //! Layout: `batch` (the queue and its writers), `ingest` (the batch transaction, replay), `plan`
 //! (pure), `sql` (statements per table), `changes` (the feed's rows, head and retention),
-//! `leads` (`UpsertLead`, lead status), `reminders` (claims), `reads`, `prune`, `retry`.
+//! `leads` (`UpsertLead`, lead status), `reminders` (claims), `reads`, `prune`, `retry`, `sync`
+//! (the record of reconcile runs).
 
 pub mod batch;
 pub mod changes;
@@ -24,6 +25,7 @@ pub mod reads;
 pub mod reminders;
 pub mod retry;
 pub mod sql;
+pub mod sync;
 
 use std::{
     path::Path,

@@ -115,6 +115,8 @@ pub struct EventEffect {
     pub invitee_uri: String,
     pub lead_updated: bool,
     pub reminders_scheduled: u32,
+    /// Whether it wrote a change-feed row.
+    pub changed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -277,7 +279,8 @@ pub fn plan(snapshot: Snapshot, events: &[BatchEvent], rules: &Rules) -> Plan {
             }
         }
         let lead_linked = lead_before.is_none() && meeting.lead.is_some();
-        if let Some(kind) = change_kind(meeting.state.as_ref(), &after, lead_linked) {
+        let kind = change_kind(meeting.state.as_ref(), &after, lead_linked);
+        if let Some(kind) = kind {
             changes.push(PlannedChange {
                 event: index,
                 kind,
@@ -296,6 +299,7 @@ pub fn plan(snapshot: Snapshot, events: &[BatchEvent], rules: &Rules) -> Plan {
             invitee_uri: uri,
             lead_updated: lead_status_changed || lead_linked,
             reminders_scheduled,
+            changed: kind.is_some(),
         });
     }
 
