@@ -258,6 +258,25 @@ def pod_specs():
     for kind in ("Deployment", "Job"):
         for name, o in by_kind.get(kind, {}).items():
             yield f"{kind}/{name}", o, o["spec"]["template"]["spec"]
+    for name, o in by_kind.get("CronJob", {}).items():
+        yield f"CronJob/{name}", o, o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+for name, o in by_kind.get("CronJob", {}).items():
+    spec = o["spec"]
+    if spec.get("concurrencyPolicy") != "Forbid":
+        error(f"CronJob/{name}: concurrencyPolicy must be Forbid (runs must not overlap)")
+    fields = spec.get("schedule", "").split()
+    if len(fields) != 5:
+        error(f"CronJob/{name}: schedule {spec.get('schedule')!r} is not a five-field cron expression")
+    deadline = spec["jobTemplate"]["spec"].get("activeDeadlineSeconds")
+    if not isinstance(deadline, int):
+        error(f"CronJob/{name}: jobTemplate needs an activeDeadlineSeconds, so a stuck run ends")
+    policies = [p for p in by_kind.get("NetworkPolicy", {}).values()
+                if all(o["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"].get(k) == v
+                       for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())
+                and p["spec"]["podSelector"].get("matchLabels")]
+    if not any("Egress" in p["spec"].get("policyTypes", []) for p in policies):
+        error(f"CronJob/{name}: no NetworkPolicy limits its egress")
 
 for where, o, pod in pod_specs():
     security = pod.get("securityContext", {})
@@ -426,9 +445,13 @@ copies = [c.value for c in final if c.cmd.upper() == "COPY"]
 installed_dirs = {value[-1].rstrip("/") for value in copies}
 with open(sys.argv[1]) as f:
     objects = json.load(f)
+def pod_template(o):
+    if o["kind"] == "CronJob":
+        return o["spec"]["jobTemplate"]["spec"]["template"]
+    return o["spec"]["template"]
 for o in objects:
-    if o["kind"] in ("Deployment", "Job"):
-        for container in o["spec"]["template"]["spec"]["containers"]:
+    if o["kind"] in ("Deployment", "Job", "CronJob"):
+        for container in pod_template(o)["spec"]["containers"]:
             program = container["command"][0]
             directory, name = program.rsplit("/", 1)
             if directory not in installed_dirs or f"target/release/{name}" not in build:

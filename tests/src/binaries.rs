@@ -14,7 +14,7 @@ use std::{
 
 /// The packages whose binaries tests start: `adapter` (and `calendly`), `meeting-service`,
 /// `migration`.
-const PACKAGES: [&str; 3] = ["adapter", "meeting-service", "migration"];
+const PACKAGES: [&str; 4] = ["adapter", "meeting-service", "migration", "calendly-cli"];
 
 /// Where a binary of this workspace is, after building it (once per process) with the running
 /// test's profile and target directory.

@@ -4,13 +4,14 @@
 //! it is applied. This test then does what the cluster would do, with the real binaries: it runs
 //! the migration Job's command, then starts the meeting service and the adapter with the
 //! environment their Deployments give them (ConfigMap values resolved, the Secret's keys given
-//! test values, `DATABASE_URL` a fresh database). Each startup, readiness and liveness probe
-//! runs as the kubelet runs it. The alerts' metrics must be in what Prometheus would scrape
+//! test values, `DATABASE_URL` a fresh database), and runs the reconcile CronJob's command once
+//! against a stand-in for Calendly's API. Each startup, readiness and liveness probe runs as the
+//! kubelet runs it. The alerts' metrics must be in what Prometheus would scrape
 //! through the ServiceMonitor, and each process must exit within its termination grace period.
 //!
 //! Only addresses change. Listeners bind 127.0.0.1 instead of 0.0.0.0, on the manifest's port
 //! unless that port is busy on this machine. Service names in URLs resolve to 127.0.0.1 and
-//! the port the backing pod listens on. The binaries are built on first use, with this test's
+//! the port the backing pod listens on; Calendly's API is a local server. The binaries are built on first use, with this test's
 //! profile and target directory (`tests::binaries`).
 
 use std::{
@@ -148,6 +149,39 @@ async fn the_production_manifests_run_the_real_binaries() {
         &meeting_metrics,
     )
     .await;
+
+    // The reconcile CronJob's command, once, with its manifest's environment; Calendly's API is
+    // a local stand-in that has the manifest's callback URL subscribed.
+    let cron = Workload::new(&manifests, "CronJob", "calendly-reconcile");
+    assert_eq!(cron.object["spec"]["concurrencyPolicy"], "Forbid");
+    let callback_url = cron.environment(&manifests, &secrets, &workloads)["WEBHOOK_CALLBACK_URL"].clone();
+    let calendly_api = calendly_api_stand_in(&callback_url).await;
+    let mut reconcile = cron.spawn_with(
+        &manifests,
+        &secrets,
+        &workloads,
+        &workdir("reconcile"),
+        &scratch.path().join("reconcile.log"),
+        &[("CALENDLY_API_BASE_URL", calendly_api)],
+    );
+    assert_eq!(
+        reconcile.exit_code(Duration::from_secs(120)).await,
+        Some(0),
+        "the reconcile CronJob's run failed:\n{}",
+        reconcile.log_tail()
+    );
+    let exposition = http
+        .get(&meeting_metrics)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("exposition");
+    assert!(
+        exposition.contains(r#"calendly_webhook_subscription_state{state="active"} 1"#),
+        "the run's subscription state is exported:\n{exposition}"
+    );
 
     // What Prometheus would scrape, through the ServiceMonitor and the Services.
     let mut scraped = BTreeSet::new();
@@ -435,7 +469,11 @@ struct Workload {
 impl Workload {
     fn new(manifests: &Manifests, kind: &str, name: &str) -> Self {
         let object = manifests.get(kind, name).clone();
-        let template = &object["spec"]["template"];
+        let template = if kind == "CronJob" {
+            &object["spec"]["jobTemplate"]["spec"]["template"]
+        } else {
+            &object["spec"]["template"]
+        };
         let pod = template["spec"].clone();
         let containers = pod["containers"].as_array().expect("containers");
         assert_eq!(containers.len(), 1, "{name} runs one container");
@@ -613,7 +651,23 @@ impl Workload {
         cwd: &Path,
         log: &Path,
     ) -> Process {
-        let env = self.environment(manifests, secrets, workloads);
+        self.spawn_with(manifests, secrets, workloads, cwd, log, &[])
+    }
+
+    /// [`Workload::spawn`] with some addresses outside the cluster replaced (`overrides`).
+    fn spawn_with(
+        &self,
+        manifests: &Manifests,
+        secrets: &BTreeMap<&str, String>,
+        workloads: &[&Workload],
+        cwd: &Path,
+        log: &Path,
+        overrides: &[(&str, String)],
+    ) -> Process {
+        let mut env = self.environment(manifests, secrets, workloads);
+        for (key, value) in overrides {
+            env.insert((*key).to_owned(), value.clone());
+        }
         let command: Vec<&str> = self.container["command"]
             .as_array()
             .unwrap_or_else(|| panic!("{} names its command", self.name))
@@ -728,6 +782,38 @@ impl Workload {
             .unwrap_or(0);
         Duration::from_secs(grace.saturating_sub(pre_stop))
     }
+}
+
+/// A stand-in for api.calendly.com with what a reconcile run reads: the token's user, one active
+/// subscription for `callback_url`, and no scheduled events. Answers its base URL.
+async fn calendly_api_stand_in(callback_url: &str) -> String {
+    use axum::{Json, Router, routing::get};
+    let organization = "https://api.calendly.com/organizations/k8s-conformance";
+    let user = "https://api.calendly.com/users/k8s-conformance";
+    let me = serde_json::json!({"resource": {"uri": user, "current_organization": organization}});
+    let subscriptions = serde_json::json!({
+        "collection": [{
+            "uri": "https://api.calendly.com/webhook_subscriptions/k8s-conformance",
+            "callback_url": callback_url, "state": "active", "scope": "organization",
+            "events": ["invitee.created", "invitee.canceled"], "retry_started_at": null,
+            "created_at": "2030-01-01T00:00:00.000000Z"
+        }],
+        "pagination": {"count": 1, "next_page": null, "next_page_token": null}
+    });
+    let no_events = serde_json::json!({
+        "collection": [], "pagination": {"count": 0, "next_page": null, "next_page_token": null}
+    });
+    let app = Router::new()
+        .route("/users/me", get(move || async move { Json(me) }))
+        .route(
+            "/webhook_subscriptions",
+            get(move || async move { Json(subscriptions) }),
+        )
+        .route("/scheduled_events", get(move || async move { Json(no_events) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
 }
 
 /// The manifest's port when it is free on 127.0.0.1, else any free port.
