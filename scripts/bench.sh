@@ -19,7 +19,8 @@
 #   - CPU time per delivery (utime+stime from /proc/<pid>/stat around each run);
 #   - where the time goes: the adapter's HTTP histogram against the meeting service's gRPC
 #     histogram (from /metrics), and a perf cpu-clock profile when perf can sample;
-#   - created deliveries at c=64 with and without four stalled change-feed consumers (`watch`).
+#   - created deliveries at c=64 with and without four stalled change-feed consumers (`watch`;
+#     BENCH_WATCH_FILL=before|during).
 # The measured databases are pre-loaded with BENCH_PRELOAD meetings (three reminders and one inbox
 # row each) and as many leads, half of the meetings linked to the first 1,000 leads (100 meetings
 # each), then analysed; half of the generated bookings carry one of those leads' e-mails.
@@ -648,8 +649,14 @@ done
 # --- A stalled change-feed consumer (BENCH_ONLY=watch) ------------------------------------------
 # Created deliveries at c=64 with no change stream open, and with four WatchMeetingChanges streams
 # that read nothing (loadgen stalled-watchers), alternating which goes first; each run on a fresh
-# pair of processes. The stalled streams must end RESOURCE_EXHAUSTED once over their limit.
+# pair of processes. BENCH_WATCH_FILL=before (the default) opens the streams before a 2,000-event
+# warm-up, so that they are stalled (their buffers full) when the measured run starts: the
+# steady cost of a stalled consumer. BENCH_WATCH_FILL=during opens them right before the measured
+# run, which then also pays for filling their buffers. The stall timeout is raised for the section
+# so that the streams stay connected through the run.
 if wants watch; then
+  WATCH_FILL="${BENCH_WATCH_FILL:-before}"
+  export WATCH_STALL_TIMEOUT_SECS=600
   for backend in $BACKENDS; do
     if [ "$backend" = sqlite ]; then DB_URL="$SQLITE_URL"; else DB_URL="$PG_URL"; fi
     for run in $(seq 1 "$RUNS"); do
@@ -659,34 +666,37 @@ if wants watch; then
         start_meeting_service "watch-$watchers-$backend-$run" "$DB_URL" "$grpc_port"
         start_adapter "watch-$watchers-$backend-$run" "$grpc_port"
         SERVICE_PID=$MEETING_PID
-        loadgen_run "watch-warmup-$watchers-$backend-$run" -c 16 -n 500
         watcher_pid=""
-        if [ "$watchers" = stalled ]; then
+        open_watchers() {
           rm -f "$OUT/release-watchers"
           "$LOADGEN" stalled-watchers --addr "http://127.0.0.1:$grpc_port" --token "$TOKEN" --streams 4 \
             --until-file "$OUT/release-watchers" --json "$OUT/stalled-$backend-$run.json" \
             >"$OUT/stalled-$backend-$run.txt" 2>&1 &
           watcher_pid=$!
           sleep 1
-        fi
+        }
+        [ "$watchers" = stalled ] && [ "$WATCH_FILL" = before ] && open_watchers
+        loadgen_run "watch-warmup-$watchers-$backend-$run" -c 16 -n 2000
+        [ "$watchers" = stalled ] && [ "$WATCH_FILL" = during ] && open_watchers
         wait_quiet
         m0=$(cpu_ticks "$MEETING_PID")
         loadgen_run "watch-$watchers-$backend-c64-$run" -c 64 -n "$N" --mix created
         m1=$(cpu_ticks "$MEETING_PID")
-        ended=""
+        held=""
         if [ -n "$watcher_pid" ]; then
           touch "$OUT/release-watchers"
           wait "$watcher_pid" || true
-          ended=" stalled_streams_ended=$(tr -d '\n' <"$OUT/stalled-$backend-$run.txt" | sed 's/.*ended: //; s/ //g')"
+          held=" fill=$WATCH_FILL stalled_streams=$(tr -d '\n' <"$OUT/stalled-$backend-$run.txt" | sed 's/.*ended: //; s/ //g')"
         fi
-        result "watch-$watchers" "$backend" 64 "$run" "$RPS" requests/s \
-          "p50=$P50 p99=$P99 meeting_cpu_us=$(( (m1 - m0) * 1000000 / CLK_TCK / REQS ))$ended"
-        log "watchers=$watchers $backend run $run: $RPS req/s p99 $P99 ms$ended"
+        result "watch-$watchers-$WATCH_FILL" "$backend" 64 "$run" "$RPS" requests/s \
+          "p50=$P50 p99=$P99 meeting_cpu_us=$(( (m1 - m0) * 1000000 / CLK_TCK / REQS )) meeting_rss_peak_kib=$(rss_kib "$MEETING_PID" VmHWM)$held"
+        log "watchers=$watchers ($WATCH_FILL) $backend run $run: $RPS req/s p99 $P99 ms$held"
         stop_pid "$ADAPTER_PID"
         stop_pid "$MEETING_PID"
       done
     done
   done
+  unset WATCH_STALL_TIMEOUT_SECS
 fi
 
 # --- Separate binaries: per-process memory and CPU, and 100,000 deliveries -----------------------

@@ -685,15 +685,28 @@ fn reconcile_settings(mock: &MockCalendly, meeting: &MeetingService) -> Settings
     settings
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconcile_recovers_webhooks_that_never_came_once_and_records_the_run() {
-    let _one_at_a_time = metrics().1.lock().await;
+/// Calendly with the standard history and an active subscription for [`CALLBACK`], and two
+/// fresh meeting services: one to reconcile, one to compare with.
+async fn reconcile_world() -> (
+    MockCalendly,
+    Scenario,
+    Vec<String>,
+    MeetingService,
+    MeetingService,
+) {
     let mock = MockCalendly::start(TOKEN).await;
     let scenario = Scenario::standard();
     scenario.install(&mock);
     mock.add_subscription(CALLBACK);
     let uris = scenario.invitee_uris();
     let (service, reference) = tokio::join!(MeetingService::start(), MeetingService::start());
+    (mock, scenario, uris, service, reference)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_recovers_webhooks_that_never_came_once_and_records_the_run() {
+    let _one_at_a_time = metrics().1.lock().await;
+    let (mock, scenario, uris, service, reference) = reconcile_world().await;
     // Only the first two webhooks arrived; Calendly has everything.
     let webhooks = scenario.webhooks();
     deliver(&service, &webhooks[..2]).await;
@@ -849,12 +862,7 @@ async fn a_disabled_or_missing_subscription_exits_3_says_how_to_restore_it_and_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_racing_live_webhooks_converges_to_the_same_record() {
     let _one_at_a_time = metrics().1.lock().await;
-    let mock = MockCalendly::start(TOKEN).await;
-    let scenario = Scenario::standard();
-    scenario.install(&mock);
-    mock.add_subscription(CALLBACK);
-    let uris = scenario.invitee_uris();
-    let (busy, reference) = tokio::join!(MeetingService::start(), MeetingService::start());
+    let (mock, scenario, uris, busy, reference) = reconcile_world().await;
     let mut webhooks = scenario.webhooks();
     webhooks.reverse();
     let (ran, ()) = tokio::join!(

@@ -70,7 +70,7 @@ impl Default for FeedSettings {
         Self {
             heartbeat: Duration::from_secs(15),
             stall_timeout: Duration::from_secs(30),
-            max_streams: 256,
+            max_streams: 64,
             poll_interval: Duration::from_secs(1),
         }
     }
