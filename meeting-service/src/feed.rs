@@ -278,7 +278,12 @@ impl Reader {
             }
             self.slot.behind_since(None);
             tokio::select! {
-                _ = head.changed() => {}
+                changed = head.changed() => {
+                    // The head lives as long as the store; without it there is nothing to follow.
+                    if changed.is_err() {
+                        return Ended::Refused(ServiceError::Stopping);
+                    }
+                }
                 () = tokio::time::sleep_until(last_sent + settings.heartbeat) => {
                     let beat = heartbeat(self.position, Utc::now());
                     if let Err(ended) = self.send(beat, settings.stall_timeout).await {
