@@ -12,8 +12,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-    sea_query::Expr,
+    ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
 };
 use tokio::sync::watch;
 
@@ -88,13 +87,12 @@ impl Store {
         &self.feed
     }
 
-    /// Appends `changes` in `txn`; after the commit, call [`FeedHead::advance`] with the answer.
-    pub(crate) async fn append_changes(
-        &self,
-        txn: &impl ConnectionTrait,
-        changes: &[NewChange],
-    ) -> Result<Option<i64>, DbErr> {
-        sql::changes::append(txn, changes).await
+    /// Wakes this process's change streams once a commit made `latest` (the answer of
+    /// [`sql::changes::append`]) visible.
+    pub(crate) fn announce(&self, latest: Option<i64>) {
+        if let Some(id) = latest {
+            self.feed.advance(id);
+        }
     }
 
     pub async fn feed_bounds(&self) -> Result<FeedBounds, ServiceError> {

@@ -511,7 +511,7 @@ impl Store {
             );
             changes.push(new_change(&row, change.kind, &events[change.event].cause, now));
         }
-        let latest_change = self.append_changes(txn, &changes).await?;
+        let latest_change = sql::changes::append(txn, &changes).await?;
         let mut effects = Vec::with_capacity(plan.effects.len());
         for effect in plan.effects {
             let id = meeting_id(&effect.invitee_uri)?;
@@ -521,13 +521,6 @@ impl Store {
             effects,
             latest_change,
         })
-    }
-
-    /// Wakes this process's change streams once a commit made `latest` visible.
-    pub(crate) fn announce(&self, latest: Option<i64>) {
-        if let Some(id) = latest {
-            self.feed.advance(id);
-        }
     }
 }
 

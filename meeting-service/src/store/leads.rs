@@ -13,6 +13,7 @@ use super::{
     changes::{NewChange, new_change},
     db_time, lock_for_update,
     plan::Cause,
+    sql,
 };
 use crate::{
     domain::{
@@ -179,7 +180,7 @@ impl Store {
         } else {
             lead
         };
-        let latest_change = self.append_changes(&txn, &linked).await?;
+        let latest_change = sql::changes::append(&txn, &linked).await?;
         txn.commit().await?;
         self.announce(latest_change);
         Ok(lead)
