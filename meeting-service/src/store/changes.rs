@@ -11,9 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use prost::Message;
-use sea_orm::{
-    ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
-};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
 use tokio::sync::watch;
 
 use super::{Store, sql};
@@ -133,7 +131,7 @@ impl Store {
         let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         let mut total = 0;
         loop {
-            let txn = self.db.begin().await?;
+            let txn = self.begin_write().await?;
             let oldest: Vec<i64> = meeting_change::Entity::find()
                 .select_only()
                 .column(meeting_change::Column::Id)

@@ -331,9 +331,10 @@ impl Store {
 
     /// Brings the meetings of `events` (already in the inbox as processed, in this transaction) in
     /// line with every applied event of their invitees, and answers each event's effect and
-    /// meeting id. Reads lock in a fixed order: meetings by invitee URI, leads by id, reminders by
-    /// id; a concurrent event of one of these invitees has therefore either committed (and is
-    /// read) or waits for this transaction.
+    /// meeting id. Reads lock in a fixed order: the events' e-mails (shared, see
+    /// [`sql::leads::guard_emails`]), meetings by invitee URI, leads by id, reminders by id; a
+    /// concurrent event of one of these invitees has therefore either committed (and is read) or
+    /// waits for this transaction.
     async fn apply(
         &self,
         txn: &DatabaseTransaction,
@@ -350,6 +351,13 @@ impl Store {
             .into_iter()
             .collect();
         let own_keys: HashSet<&str> = events.iter().map(|e| e.key.as_str()).collect();
+        let event_emails: BTreeSet<String> = events
+            .iter()
+            .map(|e| normalize_email(&e.event.facts.email))
+            .filter(|email| !email.is_empty())
+            .collect();
+        let event_emails: Vec<&str> = event_emails.iter().map(String::as_str).collect();
+        sql::leads::guard_emails(txn, &event_emails, false).await?;
         let stored = sql::meetings::lock(txn, &uris).await?;
         let histories = sql::inbox::histories(txn, &uris, &own_keys).await?;
 

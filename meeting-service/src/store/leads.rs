@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use proto::v1::ChangeKind;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait, Func, LockType},
 };
 
@@ -113,8 +113,11 @@ impl Store {
         tracking_id: &str,
         now: DateTime<Utc>,
     ) -> Result<lead::Model, Failure> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin_write().await?;
         let backend = txn.get_database_backend();
+        // Before any row lock: a booking of this e-mail being ingested commits first, and is then
+        // found below, or waits for this commit and then finds the lead.
+        sql::leads::guard_emails(&txn, &[change.email.as_str()], true).await?;
         let by_email = lock_for_update(
             lead::Entity::find().filter(lead::Column::Email.eq(change.email.as_str())),
             backend,

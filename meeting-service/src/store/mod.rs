@@ -40,7 +40,10 @@ use anyhow::Context;
 use chrono::{DateTime, SubsecRound, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgSslMode};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, EntityTrait, QuerySelect};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    QuerySelect, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 
 pub use ingest::{IngestRequest, Ingested};
 pub use reads::{InboxPage, MeetingView};
@@ -130,6 +133,18 @@ impl Store {
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         self.db.ping().await.is_ok()
+    }
+
+    /// A transaction that reads before it writes. On SQLite it takes the write lock at `BEGIN`,
+    /// waiting the busy timeout for it: a deferred transaction that has read cannot take the lock
+    /// once another connection committed after its read, and fails "database is locked" at once.
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
     sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query},
 };
 
@@ -69,7 +69,7 @@ impl Store {
         let token = uuid::Uuid::new_v4().to_string();
         let claimed = self
             .with_retries("claim_reminders", || async {
-                let txn = self.db.begin().await?;
+                let txn = self.begin_write().await?;
                 let mut candidates = meeting_reminder::Entity::find()
                     .select_only()
                     .column(meeting_reminder::Column::Id)

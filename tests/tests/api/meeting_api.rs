@@ -545,6 +545,47 @@ async fn list_webhook_events_gives_newest_first_and_fifty_when_page_size_is_zero
     app.stop().await;
 }
 
+/// A CRM may create the lead at the moment its first booking arrives. Whichever commits first,
+/// the booking ends up linked: a booking that found no lead is never committed after a lead whose
+/// link looked for it.
+async fn a_lead_created_while_its_booking_is_ingested_is_linked_to_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let grpc = app.grpc().await;
+    let shared = &app;
+    for round in 0..4 {
+        let pairs = (0..64).map(|i| {
+            let n = round * 64 + i;
+            let email = format!("racing-{n}@example.com");
+            let body = String::from_utf8(booking(n))
+                .expect("UTF-8")
+                .replace("jordan.ellis@example.com", &email)
+                .into_bytes();
+            let mut grpc = grpc.clone();
+            async move {
+                let (status, lead) = tokio::join!(
+                    shared.post_signed_owned(body),
+                    grpc.upsert_lead(UpsertLeadRequest {
+                        email,
+                        ..Default::default()
+                    })
+                );
+                assert_eq!(status, 200);
+                lead.expect("upsert");
+            }
+        });
+        futures::future::join_all(pairs).await;
+    }
+    let unlinked = app
+        .scalar(
+            "SELECT COUNT(*) FROM meetings m JOIN leads l ON l.email = lower(m.invitee_email) \
+             WHERE m.lead_id IS NULL",
+        )
+        .await;
+    assert_eq!(unlinked, 0, "bookings left without their lead");
+    assert_eq!(app.count("meetings").await, 256);
+    app.stop().await;
+}
+
 crate::on_both_backends!(
     list_webhook_events_gives_newest_first_and_fifty_when_page_size_is_zero,
     list_meetings_filters_and_pages_through_every_match_once,
@@ -553,4 +594,5 @@ crate::on_both_backends!(
     reminders_of_a_canceled_meeting_are_never_handed_out,
     two_dispatchers_claiming_a_thousand_reminders_never_share_one,
     claim_requests_are_validated,
+    a_lead_created_while_its_booking_is_ingested_is_linked_to_it,
 );

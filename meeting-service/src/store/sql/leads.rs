@@ -5,12 +5,46 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select,
+    QuerySelect, Select, Statement,
     sea_query::{IntoColumnRef, LockType, OnConflict, Query, ReturningClause},
 };
 
 use super::add_row;
 use crate::entity::lead::{self, Column, Model};
+
+/// The advisory lock class of e-mail guards (an arbitrary constant: "lead"); the key within it
+/// is the e-mail's hash. The two-key form never meets the one-key locks of `super::changes`.
+const EMAIL_GUARD_CLASS: i32 = 0x6c65_6164;
+
+/// Guards the e-mails a transaction looks leads up by, until its commit: shared by ingest, which
+/// may store a meeting without a lead for an e-mail it found none for, and exclusive for
+/// `UpsertLead`, which creates or renames a lead and links the meetings it finds. Without it a
+/// booking that found no lead could commit after a new lead's link had looked for it, and stay
+/// unlinked. Taken before any row lock by both, so it closes no cycle; a hash collision only
+/// makes two unrelated e-mails wait for each other. Shared guards never wait for one another and
+/// `UpsertLead` holds one e-mail's, so their order does not matter. SQLite's one writer needs none.
+pub async fn guard_emails(db: &impl ConnectionTrait, emails: &[&str], exclusive: bool) -> Result<(), DbErr> {
+    if emails.is_empty() || db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let function = if exclusive {
+        "pg_advisory_xact_lock"
+    } else {
+        "pg_advisory_xact_lock_shared"
+    };
+    let sql = format!(
+        "SELECT {function}($1, hashtext(v.email)) FROM (VALUES {}) AS v(email)",
+        (0..emails.len())
+            .map(|i| format!("(${})", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut values: Vec<sea_orm::Value> = vec![EMAIL_GUARD_CLASS.into()];
+    values.extend(emails.iter().map(|&email| email.into()));
+    db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .await
+        .map(|_| ())
+}
 
 /// The leads with these ids or e-mails, locked in id order. `FOR NO KEY UPDATE`, because a
 /// concurrent transaction that wrote a meeting of one of them holds its KEY SHARE lock (the
