@@ -8,15 +8,18 @@
 //! transaction after another, on any number of replicas. It is the transaction's last lock (after
 //! every row lock), so it never closes a cycle, and it is held only from the append to the commit.
 //! SQLite's one write lock already does the same.
+//!
+//! On PostgreSQL the lock, the insert and the notification are one statement: the lock is held
+//! from that statement to the commit, the shortest it can be.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select, Statement,
-    sea_query::{IntoColumnRef, Query, ReturningClause},
+    Select, Statement, Value,
+    sea_query::{IntoColumnRef, Query, ReturningClause, SimpleExpr},
 };
 
-use super::add_row;
+use super::{add_row, placeholders};
 use crate::entity::{
     change_feed_horizon,
     meeting_change::{self, Column},
@@ -46,40 +49,13 @@ pub async fn append(db: &impl ConnectionTrait, rows: &[NewChange]) -> Result<Opt
     if rows.is_empty() {
         return Ok(None);
     }
-    let backend = db.get_database_backend();
-    if backend == DbBackend::Postgres {
-        db.execute_raw(Statement::from_sql_and_values(
-            backend,
-            "SELECT pg_advisory_xact_lock($1)",
-            [ORDER_LOCK_KEY.into()],
-        ))
-        .await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        return append_ordered(db, rows).await;
     }
     let mut insert = Query::insert();
-    insert.into_table(meeting_change::Entity).columns([
-        Column::MeetingId,
-        Column::LeadId,
-        Column::Kind,
-        Column::Meeting,
-        Column::WebhookEventId,
-        Column::Cause,
-        Column::TrackingId,
-        Column::CommittedAt,
-    ]);
+    insert.into_table(meeting_change::Entity).columns(COLUMNS);
     for row in rows {
-        add_row(
-            &mut insert,
-            [
-                row.meeting_id.into(),
-                row.lead_id.into(),
-                row.kind.into(),
-                row.meeting.clone().into(),
-                row.webhook_event_id.into(),
-                row.cause.into(),
-                row.tracking_id.clone().into(),
-                row.committed_at.into(),
-            ],
-        )?;
+        add_row(&mut insert, row.values())?;
     }
     insert.returning(ReturningClause::Columns(vec![Column::Id.into_column_ref()]));
     let mut latest = None;
@@ -87,17 +63,73 @@ pub async fn append(db: &impl ConnectionTrait, rows: &[NewChange]) -> Result<Opt
         let id: i64 = row.try_get("", "id")?;
         latest = latest.max(Some(id));
     }
-    if backend == DbBackend::Postgres
-        && let Some(id) = latest
-    {
-        db.execute_raw(Statement::from_sql_and_values(
-            backend,
-            "SELECT pg_notify($1, $2)",
-            [NOTIFY_CHANNEL.into(), id.to_string().into()],
-        ))
-        .await?;
-    }
     Ok(latest)
+}
+
+/// PostgreSQL's append: the order lock, the insert and the notification in one round trip. The
+/// insert reads its rows through a join with the lock's result, so no id is drawn from the
+/// sequence before the lock is held.
+async fn append_ordered(db: &impl ConnectionTrait, rows: &[NewChange]) -> Result<Option<i64>, DbErr> {
+    const FIRST_ROW_PLACEHOLDER: usize = 3;
+    let columns = "meeting_id, lead_id, kind, meeting, webhook_event_id, cause, tracking_id, committed_at";
+    let width = COLUMNS.len();
+    let tuples: Vec<String> = (0..rows.len())
+        .map(|i| {
+            let first = FIRST_ROW_PLACEHOLDER + i * width;
+            format!("({})", placeholders(DbBackend::Postgres, first, width))
+        })
+        .collect();
+    let sql = format!(
+        "WITH ordered AS (SELECT pg_advisory_xact_lock($1)), \
+         appended AS (INSERT INTO meeting_changes ({columns}) \
+             SELECT v.* FROM ordered CROSS JOIN (VALUES {}) AS v({columns}) RETURNING id) \
+         SELECT latest, pg_notify($2, latest::text)::text AS notified \
+         FROM (SELECT max(id) AS latest FROM appended) AS head",
+        tuples.join(", ")
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(2 + rows.len() * width);
+    values.push(ORDER_LOCK_KEY.into());
+    values.push(NOTIFY_CHANNEL.into());
+    for row in rows {
+        values.extend(row.values().into_iter().map(|expr| match expr {
+            SimpleExpr::Value(value) => value,
+            other => unreachable!("a change row holds values only: {other:?}"),
+        }));
+    }
+    let answer = db
+        .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .await?;
+    match answer {
+        Some(row) => row.try_get("", "latest"),
+        None => Ok(None),
+    }
+}
+
+const COLUMNS: [Column; 8] = [
+    Column::MeetingId,
+    Column::LeadId,
+    Column::Kind,
+    Column::Meeting,
+    Column::WebhookEventId,
+    Column::Cause,
+    Column::TrackingId,
+    Column::CommittedAt,
+];
+
+impl NewChange {
+    /// The row's values, in [`COLUMNS`] order.
+    fn values(&self) -> [SimpleExpr; 8] {
+        [
+            self.meeting_id.into(),
+            self.lead_id.into(),
+            self.kind.into(),
+            self.meeting.clone().into(),
+            self.webhook_event_id.into(),
+            self.cause.into(),
+            self.tracking_id.clone().into(),
+            self.committed_at.into(),
+        ]
+    }
 }
 
 /// What a stream reads: kinds (labels; empty for all) and a lead.
