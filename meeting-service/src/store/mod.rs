@@ -227,6 +227,13 @@ pub(crate) fn meeting_row(
     }
 }
 
+/// Prepared statements each SQLite connection keeps. They live in this process (PostgreSQL keeps
+/// its own server-side), and a batch's multi-row statements differ by row count, so sqlx's default
+/// of 100 held up to 100 large variants per connection. At 16 the one-process binary's peak under
+/// load fell by about a quarter, at no cost in throughput (BENCHMARKS.md, "SQLite's statement
+/// cache").
+const SQLITE_STATEMENT_CACHE: usize = 16;
+
 /// Opens a pool on `url` and applies pending migrations.
 ///
 /// SQLite files are created (with their directory) when missing and run in WAL mode with a busy
@@ -249,6 +256,7 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
+                .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
