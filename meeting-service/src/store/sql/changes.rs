@@ -55,7 +55,7 @@ pub async fn append(db: &impl ConnectionTrait, rows: &[NewChange]) -> Result<Opt
     let mut insert = Query::insert();
     insert.into_table(meeting_change::Entity).columns(COLUMNS);
     for row in rows {
-        add_row(&mut insert, row.values())?;
+        add_row(&mut insert, row.values().map(SimpleExpr::from))?;
     }
     insert.returning(ReturningClause::Columns(vec![Column::Id.into_column_ref()]));
     let mut latest = None;
@@ -91,10 +91,7 @@ async fn append_ordered(db: &impl ConnectionTrait, rows: &[NewChange]) -> Result
     values.push(ORDER_LOCK_KEY.into());
     values.push(NOTIFY_CHANNEL.into());
     for row in rows {
-        values.extend(row.values().into_iter().map(|expr| match expr {
-            SimpleExpr::Value(value) => value,
-            other => unreachable!("a change row holds values only: {other:?}"),
-        }));
+        values.extend(row.values());
     }
     let answer = db
         .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
@@ -118,7 +115,7 @@ const COLUMNS: [Column; 8] = [
 
 impl NewChange {
     /// The row's values, in [`COLUMNS`] order.
-    fn values(&self) -> [SimpleExpr; 8] {
+    fn values(&self) -> [Value; 8] {
         [
             self.meeting_id.into(),
             self.lead_id.into(),
