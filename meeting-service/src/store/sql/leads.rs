@@ -9,7 +9,7 @@ use sea_orm::{
     sea_query::{IntoColumnRef, LockType, OnConflict, Query, ReturningClause},
 };
 
-use super::add_row;
+use super::{add_row, placeholders};
 use crate::entity::lead::{self, Column, Model};
 
 /// The advisory lock class of e-mail guards (an arbitrary constant: "lead"); the key within it
@@ -20,7 +20,8 @@ const EMAIL_GUARD_CLASS: i32 = 0x6c65_6164;
 /// may store a meeting without a lead for an e-mail it found none for, and exclusive for
 /// `UpsertLead`, which creates or renames a lead and links the meetings it finds. Without it a
 /// booking that found no lead could commit after a new lead's link had looked for it, and stay
-/// unlinked. Taken before any row lock by both, so it closes no cycle; a hash collision only
+/// unlinked. Taken before any meeting or lead lock by both (ingest holds only its inbox rows,
+/// which `UpsertLead` never touches), so it closes no cycle; a hash collision only
 /// makes two unrelated e-mails wait for each other. Shared guards never wait for one another and
 /// `UpsertLead` holds one e-mail's, so their order does not matter. SQLite's one writer needs none.
 pub async fn guard_emails(db: &impl ConnectionTrait, emails: &[&str], exclusive: bool) -> Result<(), DbErr> {
@@ -32,12 +33,12 @@ pub async fn guard_emails(db: &impl ConnectionTrait, emails: &[&str], exclusive:
     } else {
         "pg_advisory_xact_lock_shared"
     };
+    let rows: Vec<String> = (0..emails.len())
+        .map(|i| format!("({})", placeholders(DbBackend::Postgres, i + 2, 1)))
+        .collect();
     let sql = format!(
         "SELECT {function}($1, hashtext(v.email)) FROM (VALUES {}) AS v(email)",
-        (0..emails.len())
-            .map(|i| format!("(${})", i + 2))
-            .collect::<Vec<_>>()
-            .join(", ")
+        rows.join(", ")
     );
     let mut values: Vec<sea_orm::Value> = vec![EMAIL_GUARD_CLASS.into()];
     values.extend(emails.iter().map(|&email| email.into()));

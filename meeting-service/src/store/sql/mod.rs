@@ -3,9 +3,10 @@
 //! sea-query so the SQLite and PostgreSQL forms come from one definition; where the builder has no
 //! form for a statement, both dialects are written side by side.
 //!
-//! Rows are locked and written in one fixed key order (inbox by dedupe key, meetings by invitee
-//! URI, reminders and leads by id), so two batches, on one replica or several, wait for each other
-//! in one order and never in a cycle.
+//! Rows are locked and written in one fixed key order (inbox by dedupe key, then the events'
+//! e-mail guards, meetings by invitee URI, reminders and leads by id, and the change feed's order
+//! lock last), so two batches, on one replica or several, wait for each other in one order and
+//! never in a cycle.
 
 pub mod changes;
 pub mod inbox;
