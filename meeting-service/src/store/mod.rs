@@ -234,6 +234,14 @@ pub(crate) fn meeting_row(
 /// cache").
 const SQLITE_STATEMENT_CACHE: usize = 16;
 
+/// Prepared statements each PostgreSQL connection keeps, unless the URL names
+/// `statement-cache-capacity`. A batch's multi-row statements differ by row count, so a writer
+/// connection uses a few hundred statement texts; at sqlx's default of 100 it kept evicting them,
+/// and PostgreSQL parsed and planned them again, batch after batch: a fifth of its CPU per
+/// delivery (BENCHMARKS.md, "PostgreSQL's statement cache"). The server keeps the plans, about
+/// 6 MiB more per connection at this size; this process keeps only their descriptions.
+const POSTGRES_STATEMENT_CACHE: usize = 256;
+
 /// Opens a pool on `url` and applies pending migrations.
 ///
 /// SQLite files are created (with their directory) when missing and run in WAL mode with a busy
@@ -263,7 +271,13 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
     // sqlx 0.9.0 leaves Nagle's algorithm on, and its TLS writes then wait for delayed ACKs: on
     // loopback, TLS (sslmode=prefer, the default) cut group-commit throughput 4.5-fold
     // (BENCHMARKS.md) while protecting nothing, since the traffic never leaves the host.
-    options.map_sqlx_postgres_opts(|opts| {
+    let statement_cache_named = names_query_parameter(url, "statement-cache-capacity");
+    options.map_sqlx_postgres_opts(move |opts| {
+        let opts = if statement_cache_named {
+            opts
+        } else {
+            opts.statement_cache_capacity(POSTGRES_STATEMENT_CACHE)
+        };
         if tls_is_pointless(&opts) {
             opts.ssl_mode(PgSslMode::Disable)
         } else {
@@ -293,6 +307,11 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|address| address.is_loopback())
 }
 
+fn names_query_parameter(url: &str, name: &str) -> bool {
+    url.split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.split('=').next() == Some(name)))
+}
+
 fn sqlite_file_path(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -304,6 +323,26 @@ fn sqlite_file_path(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_cache_size_in_the_url_is_found_only_as_a_query_parameter() {
+        let key = "statement-cache-capacity";
+        let cases = [
+            ("postgres://u@127.0.0.1/app?statement-cache-capacity=50", true),
+            (
+                "postgres://u@127.0.0.1/app?sslmode=disable&statement-cache-capacity=50",
+                true,
+            ),
+            ("postgres://u@127.0.0.1/app?statement-cache-capacity", true),
+            ("postgres://u@127.0.0.1/app", false),
+            ("postgres://u@127.0.0.1/app?sslmode=disable", false),
+            ("postgres://u@127.0.0.1/statement-cache-capacity", false),
+            ("postgres://u@127.0.0.1/app?x-statement-cache-capacity=5", false),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(names_query_parameter(url, key), expected, "{url}");
+        }
+    }
 
     #[test]
     fn tls_is_skipped_only_towards_this_host_and_only_when_the_mode_allows_it() {
