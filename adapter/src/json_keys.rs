@@ -6,16 +6,20 @@
 //! bypasses). [`first_duplicate_key`] walks the whole document once, without building it, and
 //! names the first repeated key by its path, e.g. `payload.scheduled_event.uri`.
 
-use std::{collections::HashSet, fmt};
+use std::{borrow::Cow, collections::HashSet, fmt};
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The path of the first key that an object of `text` names twice, if any. Syntax errors are
 /// not reported here: the typed parse that follows reports them.
 pub fn first_duplicate_key(text: &str) -> Option<String> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let mut path = Vec::new();
-    match (Walk { path: &mut path }).deserialize(&mut deserializer) {
+    let (mut path, mut keys) = (Vec::new(), Vec::new());
+    let walk = Walk {
+        path: &mut path,
+        keys: &mut keys,
+    };
+    match walk.deserialize(&mut deserializer) {
         Ok(()) => None,
         Err(error) => {
             let message = error.to_string();
@@ -29,13 +33,17 @@ pub fn first_duplicate_key(text: &str) -> Option<String> {
 /// How the walk reports a duplicate through serde's error channel.
 const DUPLICATE: &str = "duplicate key: ";
 
-#[derive(Clone)]
-enum Segment {
-    Key(String),
+/// Up to this many keys an object's keys are compared one by one, which for the dozen keys of a
+/// Calendly object costs less than hashing them; past it they go into a set, so a body of many
+/// thousand keys in one object still takes linear time.
+const LINEAR_SCAN_MAX: usize = 32;
+
+enum Segment<'de> {
+    Key(Cow<'de, str>),
     Index(usize),
 }
 
-fn render(path: &[Segment]) -> String {
+fn render(path: &[Segment<'_>]) -> String {
     let mut out = String::new();
     for segment in path {
         match segment {
@@ -51,11 +59,44 @@ fn render(path: &[Segment]) -> String {
     out
 }
 
-struct Walk<'a> {
-    path: &'a mut Vec<Segment>,
+/// A key as the body spells it, decoded: borrowed from the text unless it has escapes. (serde's
+/// own `Cow<str>` always copies.)
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_owned())))
+            }
+            fn visit_string<E>(self, key: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key)))
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
+/// `path` leads to the value being walked; `keys` holds the keys seen so far of every object
+/// that encloses it, each object's after its parent's, so the walk allocates per document, not
+/// per object.
+struct Walk<'a, 'de> {
+    path: &'a mut Vec<Segment<'de>>,
+    keys: &'a mut Vec<Cow<'de, str>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -63,7 +104,7 @@ impl<'de> DeserializeSeed<'de> for Walk<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Walk<'_> {
+impl<'de> Visitor<'de> for Walk<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -93,7 +134,10 @@ impl<'de> Visitor<'de> for Walk<'_> {
         let mut index = 0;
         loop {
             self.path.push(Segment::Index(index));
-            let more = seq.next_element_seed(Walk { path: self.path })?;
+            let more = seq.next_element_seed(Walk {
+                path: self.path,
+                keys: self.keys,
+            })?;
             self.path.pop();
             if more.is_none() {
                 return Ok(());
@@ -103,17 +147,32 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen: HashSet<String> = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                self.path.push(Segment::Key(key));
+        let first = self.keys.len();
+        let mut many_keys: Option<HashSet<Cow<'de, str>>> = None;
+        while let Some(Key(key)) = map.next_key()? {
+            let repeated = match many_keys.as_mut() {
+                Some(seen) => !seen.insert(key.clone()),
+                None => {
+                    let repeated = self.keys[first..].contains(&key);
+                    self.keys.push(key.clone());
+                    if self.keys.len() - first > LINEAR_SCAN_MAX {
+                        many_keys = Some(self.keys.drain(first..).collect());
+                    }
+                    repeated
+                }
+            };
+            self.path.push(Segment::Key(key));
+            if repeated {
                 let path = render(self.path);
                 return Err(de::Error::custom(format!("{DUPLICATE}{path}")));
             }
-            self.path.push(Segment::Key(key));
-            map.next_value_seed(Walk { path: self.path })?;
+            map.next_value_seed(Walk {
+                path: self.path,
+                keys: self.keys,
+            })?;
             self.path.pop();
         }
+        self.keys.truncate(first);
         Ok(())
     }
 }
@@ -143,6 +202,39 @@ mod tests {
         ];
         for (body, expected) in cases {
             assert_eq!(first_duplicate_key(body).as_deref(), expected, "{body}");
+        }
+    }
+
+    /// Objects past the linear scan's size, with the repeat before and after the switch to a set,
+    /// and nested objects whose keys must not leak into their parent's.
+    #[test]
+    fn a_key_repeated_in_a_large_object_is_found_and_nested_keys_stay_apart() {
+        let members = |n: usize| {
+            (0..n)
+                .map(|i| format!(r#""k{i}":{{"k{i}":1,"x":[{{"x":2}}]}}"#))
+                .collect::<Vec<_>>()
+        };
+        let object = |members: &[String]| format!("{{{}}}", members.join(","));
+        for n in [LINEAR_SCAN_MAX - 1, LINEAR_SCAN_MAX, LINEAR_SCAN_MAX + 1, 200] {
+            let distinct = members(n);
+            assert_eq!(first_duplicate_key(&object(&distinct)), None, "{n} keys");
+            for repeat in [0, n / 2, n - 1] {
+                let mut repeated = distinct.clone();
+                repeated.push(format!(r#""k{repeat}":0"#));
+                assert_eq!(
+                    first_duplicate_key(&object(&repeated)).as_deref(),
+                    Some(format!("k{repeat}").as_str()),
+                    "{n} keys, k{repeat} twice"
+                );
+                let escaped = format!(r#""\u006b{repeat}":0"#);
+                let mut repeated = distinct.clone();
+                repeated.push(escaped);
+                assert_eq!(
+                    first_duplicate_key(&object(&repeated)).as_deref(),
+                    Some(format!("k{repeat}").as_str()),
+                    "{n} keys, k{repeat} twice, once escaped"
+                );
+            }
         }
     }
 
