@@ -109,46 +109,13 @@ fn cancellation(by: &str, kind: &str, reason: &str, at: &str) -> Value {
     json!({"canceled_by": by, "canceler_type": kind, "reason": reason, "created_at": at})
 }
 
-/// The fixtures' year, as in `tests/src/fixture_time.rs` (which the end-to-end tests use; this
-/// crate cannot depend on that one).
-const FIXTURE_YEAR: i32 = 2030;
+// The end-to-end tests' own year shift, compiled into this test too: the tests crate depends on
+// this one, so this one cannot depend on it, and two copies of the rule could drift apart.
+#[path = "../../../tests/src/fixture_time.rs"]
+#[allow(dead_code, reason = "this test uses only in_the_future")]
+mod fixture_time;
 
-/// `text` with the year of every RFC 3339 timestamp (`YYYY-MM-DDT…`) moved forward by a multiple
-/// of four years (so leap days fall alike and intervals stay as written), at least four (so the
-/// move is exercised today), and enough to put 2030 two years past the current year.
-pub fn in_the_future(text: &str) -> String {
-    use chrono::Datelike;
-    let wanted = chrono::Utc::now().year() + 2;
-    let mut shift = 4;
-    while FIXTURE_YEAR + shift < wanted {
-        shift += 4;
-    }
-    let bytes = text.as_bytes();
-    let digits = |from: usize, to: usize| bytes[from..to].iter().all(u8::is_ascii_digit);
-    let mut out = String::with_capacity(text.len());
-    let mut copied = 0;
-    let mut i = 0;
-    while i + 11 <= bytes.len() {
-        let is_timestamp = digits(i, i + 4)
-            && bytes[i + 4] == b'-'
-            && digits(i + 5, i + 7)
-            && bytes[i + 7] == b'-'
-            && digits(i + 8, i + 10)
-            && bytes[i + 10] == b'T'
-            && (i == 0 || !bytes[i - 1].is_ascii_digit());
-        if is_timestamp {
-            let year: i32 = text[i..i + 4].parse().expect("four digits");
-            out.push_str(&text[copied..i]);
-            out.push_str(&(year + shift).to_string());
-            copied = i + 4;
-            i += 11;
-        } else {
-            i += 1;
-        }
-    }
-    out.push_str(&text[copied..]);
-    out
-}
+pub use fixture_time::in_the_future;
 
 /// Every string in `value` through [`in_the_future`].
 fn moved(value: Value) -> Value {
