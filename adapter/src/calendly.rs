@@ -101,7 +101,7 @@ fn is_invitee_kind(kind: EventKind) -> bool {
 /// fields stay untyped until the shape is known, so a seed body is not rejected for stray keys
 /// and a real `payload` is only given a type once `event` says which one. Untyped, they are
 /// slices of the body (checked as JSON, not built into a tree), typed later in a second pass over
-/// just that slice: a `Value` tree per delivery took a third of the parse's time.
+/// just that slice: building a `Value` tree took two fifths of the parse's time (BENCHMARKS.md).
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(rename = "eventData", default, deserialize_with = "object")]
