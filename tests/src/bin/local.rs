@@ -11,8 +11,15 @@ use service_kit::{
 };
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    service_kit::allocator::limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
     let lookup = with_internal_token(&process_env);
     let (meeting_config, mut adapter_config) = match (
