@@ -234,6 +234,14 @@ pub(crate) fn meeting_row(
 /// cache").
 const SQLITE_STATEMENT_CACHE: usize = 16;
 
+/// What SQLite's heap (page caches and prepared statements, every connection's together) may
+/// grow to before its page caches recycle their own pages instead of taking more: SQLite's
+/// `soft_heap_limit`, which is one limit for the whole process. Each connection's page cache
+/// could otherwise hold its 2 MB, whichever connection filled it. With malloc's arenas capped,
+/// it kept the one-process binary's peak under load below 40 MiB (BENCHMARKS.md, "Memory on
+/// SQLite: malloc's arenas and SQLite's heap").
+const SQLITE_SOFT_HEAP_LIMIT_BYTES: u64 = 8 << 20;
+
 /// Prepared statements each PostgreSQL connection keeps, unless the URL names
 /// `statement-cache-capacity`. A batch's multi-row statements differ by row count, so a writer
 /// connection uses a few hundred statement texts; at sqlx's default of 100 it kept evicting them,
@@ -266,6 +274,7 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
+                .pragma("soft_heap_limit", SQLITE_SOFT_HEAP_LIMIT_BYTES.to_string())
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
