@@ -17,7 +17,7 @@ pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        if std::env::var_os("MALLOC_ARENA_MAX").is_some() || tunables.contains("arena_max") {
+        if environment_sets_arenas(std::env::var_os("MALLOC_ARENA_MAX").is_some(), &tunables) {
             return;
         }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -26,5 +26,43 @@ pub fn limit_malloc_arenas() {
         // SAFETY: mallopt takes two integers and changes the allocator's own settings only;
         // M_ARENA_MAX bounds the arenas created from then on and frees nothing.
         let _accepted = unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
+    }
+}
+
+/// Whether the operator chose the arena count: glibc reads both variables itself at start.
+/// `GLIBC_TUNABLES` is a colon-separated list of `name=value`.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+fn environment_sets_arenas(malloc_arena_max_set: bool, glibc_tunables: &str) -> bool {
+    malloc_arena_max_set
+        || glibc_tunables
+            .split(':')
+            .any(|tunable| tunable.split('=').next() == Some("glibc.malloc.arena_max"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::environment_sets_arenas;
+
+    #[test]
+    fn an_arena_count_in_the_environment_is_left_alone() {
+        let cases = [
+            (false, "", false),
+            (true, "", true),
+            (false, "glibc.malloc.arena_max=4", true),
+            (
+                false,
+                "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1",
+                true,
+            ),
+            (false, "glibc.malloc.arena_test=2", false),
+            (false, "glibc.malloc.trim_threshold=131072", false),
+        ];
+        for (variable_set, tunables, expected) in cases {
+            assert_eq!(
+                environment_sets_arenas(variable_set, tunables),
+                expected,
+                "MALLOC_ARENA_MAX set: {variable_set}, GLIBC_TUNABLES={tunables:?}"
+            );
+        }
     }
 }
