@@ -2,8 +2,9 @@
 //! keeps.
 
 /// Caps glibc's malloc at one arena per core and one more, unless the environment already sets it
-/// (`MALLOC_ARENA_MAX`, or `arena_max` in `GLIBC_TUNABLES`). Call it first thing in `main`,
-/// before any thread starts: a thread takes its arena at its first allocation.
+/// (`MALLOC_ARENA_MAX`, or `arena_max` in `GLIBC_TUNABLES`). It must run before any thread
+/// starts, as a thread takes its arena at its first allocation: [`crate::binary::start`] calls it
+/// before it builds the runtime.
 ///
 /// glibc gives each new thread an arena of its own, up to eight per core, and every arena keeps
 /// the high-water mark of what its thread once had in use. sqlx runs each SQLite connection on

@@ -28,6 +28,22 @@ pub trait ServiceSettings: Sized {
     fn startup(&self) -> Startup<'_>;
 }
 
+/// Starts a binary's tokio runtime and runs `main` on it to the end. Call it as the whole of
+/// `fn main`, in place of `#[tokio::main]`: malloc's arenas must be capped before the runtime's
+/// worker threads exist ([`crate::allocator::limit_malloc_arenas`]), and the macro would start
+/// them first.
+pub fn start<Fut>(main: impl FnOnce() -> Fut) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    crate::allocator::limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(main())
+}
+
 /// Runs the service `run` as its binary: see the module's documentation.
 pub async fn run_binary<S, Fut>(
     run: impl FnOnce(S, TcpListener, shutdown::Signal) -> Fut,

@@ -12,11 +12,7 @@ use service_kit::{
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
-    service_kit::allocator::limit_malloc_arenas();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    service_kit::binary::start(run)
 }
 
 async fn run() -> anyhow::Result<()> {
