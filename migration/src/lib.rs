@@ -14,6 +14,7 @@ mod m20261201_000001_index_inbox_payload_uri;
 mod m20261201_000002_index_meetings_lead_latest;
 mod m20261201_000003_create_meeting_changes;
 mod m20261201_000004_create_sync_runs;
+mod m20261202_000001_compress_inbox_bodies_with_lz4;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000002_index_meetings_lead_latest::Migration),
             Box::new(m20261201_000003_create_meeting_changes::Migration),
             Box::new(m20261201_000004_create_sync_runs::Migration),
+            Box::new(m20261202_000001_compress_inbox_bodies_with_lz4::Migration),
         ]
     }
 }

@@ -165,6 +165,48 @@ async fn a_wrong_signature_is_rejected_and_stores_nothing(backend: Backend) {
     app.stop().await;
 }
 
+/// The inbox keeps each body exactly as it was signed, however PostgreSQL compresses it (lz4
+/// since `m20261202_000001`; a body of a few KB is over its 2 KB threshold).
+async fn the_inbox_keeps_the_signed_body_byte_for_byte(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let body = fixture("invitee-created-with-utm-and-questions.json");
+    assert!(
+        body.len() > 2_048,
+        "the body must be large enough to be compressed"
+    );
+    assert_eq!(app.post_signed(&body).await.status(), 200);
+    let hex: String = body.iter().map(|byte| format!("{byte:02x}")).collect();
+    let literal = match backend {
+        Backend::Postgres => format!("'\\x{hex}'::bytea"),
+        Backend::Sqlite => format!("X'{hex}'"),
+    };
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM webhook_events WHERE raw_body = {literal}"
+        ))
+        .await,
+        1
+    );
+    if backend == Backend::Postgres {
+        assert_eq!(
+            app.scalar("SELECT COUNT(*) FROM webhook_events WHERE pg_column_compression(raw_body) = 'lz4'")
+                .await,
+            1,
+            "the raw body is stored lz4-compressed"
+        );
+        assert_eq!(
+            app.scalar(
+                "SELECT COUNT(*) FROM pg_attribute WHERE attrelid = 'webhook_events'::regclass \
+                 AND attname IN ('raw_body', 'event_proto') AND attcompression = 'l'"
+            )
+            .await,
+            2,
+            "both stored forms of an event are set to lz4"
+        );
+    }
+    app.stop().await;
+}
+
 async fn a_booking_links_the_lead_with_the_same_email_in_any_case(backend: Backend) {
     let app = spawn_app(backend).await;
     app.execute(
@@ -273,6 +315,7 @@ crate::on_both_backends!(
     a_signed_booking_stores_one_meeting_and_its_future_reminders,
     the_same_delivery_again_is_a_duplicate_that_stores_nothing,
     a_wrong_signature_is_rejected_and_stores_nothing,
+    the_inbox_keeps_the_signed_body_byte_for_byte,
     a_booking_links_the_lead_with_the_same_email_in_any_case,
     the_seed_guides_minimal_debug_request_is_kept_as_failed,
     the_seed_guides_rate_limit_loop_passes_and_the_eleventh_request_is_throttled,
