@@ -20,7 +20,10 @@
 #   - where the time goes: the adapter's HTTP histogram against the meeting service's gRPC
 #     histogram (from /metrics), and a perf cpu-clock profile when perf can sample;
 #   - created deliveries at c=64 with and without four stalled change-feed consumers (`watch`;
-#     BENCH_WATCH_FILL=before|during).
+#     BENCH_WATCH_FILL=before|during);
+#   - on PostgreSQL, created deliveries at c=64 with the pool at each of BENCH_POOLS connections
+#     (default "2 4 10", i.e. one, two and four batch writers): mean batch size against CPU per
+#     delivery (`writers`).
 # The measured databases are pre-loaded with BENCH_PRELOAD meetings (three reminders and one inbox
 # row each) and as many leads, half of the meetings linked to the first 1,000 leads (100 meetings
 # each), then analysed; half of the generated bookings carry one of those leads' e-mails.
@@ -697,6 +700,41 @@ if wants watch; then
     done
   done
   unset WATCH_STALL_TIMEOUT_SECS
+fi
+
+# --- Batch writers: batch size against CPU per delivery (BENCH_ONLY=writers) --------------------
+# The meeting service runs one batch writer per two pooled connections, at most four. Created
+# deliveries at c=64 (half the bookings matching a lead), with the pool at each size in turn,
+# rotating the order, each run on a fresh process: the mean batch size (from
+# calendly_ingest_batch_size in /metrics) and the CPU per delivery of the service and of every
+# PostgreSQL process, which is what a larger batch amortises and what it does not.
+batch_mean() { # metrics-before metrics-after -> mean events per batch between them
+  awk '$1 == "calendly_ingest_batch_size_sum" { s[FILENAME] = $2 }
+       $1 == "calendly_ingest_batch_size_count" { c[FILENAME] = $2 }
+       END { n = c[ARGV[2]] - c[ARGV[1]]; printf "%.1f", (n > 0 ? (s[ARGV[2]] - s[ARGV[1]]) / n : 0) }' "$1" "$2"
+}
+if wants writers && [[ " $BACKENDS " == *" postgres "* ]]; then
+  read -ra pools <<<"${BENCH_POOLS:-2 4 10}"
+  for run in $(seq 1 "$RUNS"); do
+    for i in "${!pools[@]}"; do
+      pool=${pools[$(( (i + run - 1) % ${#pools[@]} ))]}
+      start_local "writers-$pool-$run" "$PG_URL" DATABASE_MAX_CONNECTIONS="$pool"
+      loadgen_run "writers-warmup-$pool-$run" -c 16 -n 1000
+      wait_quiet
+      metrics_snapshot "$OUT/metrics-writers-$pool-$run-before.txt"
+      s0=$(cpu_ticks "$SERVICE_PID"); p0=$(pg_ticks)
+      loadgen_run "writers-$pool-c64-$run" -c 64 -n "$N" --mix created --lead-share 0.5 --lead-pool 1000
+      s1=$(cpu_ticks "$SERVICE_PID"); p1=$(pg_ticks)
+      metrics_snapshot "$OUT/metrics-writers-$pool-$run-after.txt"
+      batch=$(batch_mean "$OUT/metrics-writers-$pool-$run-before.txt" "$OUT/metrics-writers-$pool-$run-after.txt")
+      service_us=$(( (s1 - s0) * 1000000 / CLK_TCK / REQS ))
+      postgres_us=$(( (p1 - p0) * 1000000 / CLK_TCK / REQS ))
+      result "writers-pool-$pool" postgres 64 "$run" "$ACKPS" deliveries/s \
+        "p99=$P99 mean_batch=$batch service_cpu_us=$service_us postgres_cpu_us=$postgres_us"
+      log "pool $pool run $run: $ACKPS deliveries/s, mean batch $batch, CPU/delivery service $service_us µs, PostgreSQL $postgres_us µs"
+      stop_pid "$SERVICE_PID"
+    done
+  done
 fi
 
 # --- Separate binaries: per-process memory and CPU, and 100,000 deliveries -----------------------
