@@ -240,7 +240,7 @@ const SQLITE_STATEMENT_CACHE: usize = 16;
 /// could otherwise hold its 2 MB, whichever connection filled it. With malloc's arenas capped,
 /// it kept the one-process binary's peak under load below 40 MiB (BENCHMARKS.md, "Memory on
 /// SQLite: malloc's arenas and SQLite's heap").
-const SQLITE_SOFT_HEAP_LIMIT_BYTES: u64 = 8 << 20;
+const SQLITE_SOFT_HEAP_LIMIT_BYTES: u64 = 4 << 20;
 
 /// Prepared statements each PostgreSQL connection keeps, unless the URL names
 /// `statement-cache-capacity`. A batch's multi-row statements differ by row count, so a writer
