@@ -15,7 +15,7 @@ pub struct Migration;
 
 /// `EXECUTE` so that a server that cannot parse `SET COMPRESSION` (before PostgreSQL 14) fails
 /// at run time, where the handler can catch it, rather than when the block is compiled.
-fn set_compression(method: &str) -> String {
+fn set_compression_sql(method: &str) -> String {
     format!(
         "DO $$
 BEGIN
@@ -29,27 +29,25 @@ $$"
     )
 }
 
+/// Sets the columns' method on PostgreSQL; elsewhere does nothing.
+async fn set_compression(manager: &SchemaManager<'_>, method: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    manager
+        .get_connection()
+        .execute_unprepared(&set_compression_sql(method))
+        .await
+        .map(|_| ())
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(&set_compression("lz4"))
-            .await
-            .map(|_| ())
+        set_compression(manager, "lz4").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(&set_compression("default"))
-            .await
-            .map(|_| ())
+        set_compression(manager, "default").await
     }
 }
