@@ -239,8 +239,8 @@ const SQLITE_STATEMENT_CACHE: usize = 16;
 /// `soft_heap_limit`, which is one limit for the whole process. Each connection's page cache
 /// could otherwise hold its 2 MB, whichever connection filled it. With malloc's arenas capped,
 /// 8 MiB left the one-process binary's peak under load at 37.5-42.0 MiB; 4 MiB brought it to
-/// 34.4-37.7 MiB with no throughput difference resolved (BENCHMARKS.md, "Memory on SQLite:
-/// malloc's arenas and SQLite's heap").
+/// 34.4-37.7 MiB with no throughput difference resolved (BENCHMARKS.md, "SQLite's soft heap
+/// limit at 4 MiB").
 const SQLITE_SOFT_HEAP_LIMIT_BYTES: u64 = 4 << 20;
 
 /// Prepared statements each PostgreSQL connection keeps, unless the URL names
