@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use proto::v1::{CalendlyEvent, Outcome};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect, Select,
     sea_query::{IntoColumnRef, OnConflict, Query, ReturningClause},
 };
 
-use super::add_row;
+use super::{add_row, one_of};
 use crate::{
     domain::event::{Disposition, InviteeEvent, classify},
     entity::webhook_event::{self, Column},
@@ -100,7 +100,10 @@ pub async fn histories(
 ) -> Result<HashMap<String, Vec<(InviteeEvent, String)>>, DbErr> {
     /// Payload URI, dedupe key, protobuf, received at.
     type HistoryRow = (Option<String>, String, Vec<u8>, DateTime<Utc>);
-    let rows: Vec<HistoryRow> = histories_query(invitee_uris).into_tuple().all(db).await?;
+    let rows: Vec<HistoryRow> = histories_query(db.get_database_backend(), invitee_uris)
+        .into_tuple()
+        .all(db)
+        .await?;
     let mut histories: HashMap<String, Vec<(InviteeEvent, String)>> = HashMap::new();
     for (uri, key, proto, received_at) in rows {
         if except.contains(key.as_str()) {
@@ -117,14 +120,18 @@ pub async fn histories(
     Ok(histories)
 }
 
-pub(super) fn histories_query(invitee_uris: &[&str]) -> Select<webhook_event::Entity> {
+pub(super) fn histories_query(backend: DbBackend, invitee_uris: &[&str]) -> Select<webhook_event::Entity> {
     webhook_event::Entity::find()
         .select_only()
         .column(Column::PayloadUri)
         .column(Column::DedupeKey)
         .column(Column::EventProto)
         .column(Column::ReceivedAt)
-        .filter(Column::PayloadUri.is_in(invitee_uris.iter().copied()))
+        .filter(one_of(
+            backend,
+            Column::PayloadUri,
+            invitee_uris.iter().map(|value| value.to_string()),
+        ))
         .filter(Column::Outcome.eq(Outcome::Processed.label()))
 }
 
@@ -133,19 +140,26 @@ pub async fn by_keys(
     db: &impl ConnectionTrait,
     keys: &[&str],
 ) -> Result<HashMap<String, (i64, String, Option<String>)>, DbErr> {
-    let rows: Vec<(String, i64, String, Option<String>)> = by_keys_query(keys).into_tuple().all(db).await?;
+    let rows: Vec<(String, i64, String, Option<String>)> = by_keys_query(db.get_database_backend(), keys)
+        .into_tuple()
+        .all(db)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(key, id, outcome, uri)| (key, (id, outcome, uri)))
         .collect())
 }
 
-pub(super) fn by_keys_query(keys: &[&str]) -> Select<webhook_event::Entity> {
+pub(super) fn by_keys_query(backend: DbBackend, keys: &[&str]) -> Select<webhook_event::Entity> {
     webhook_event::Entity::find()
         .select_only()
         .column(Column::DedupeKey)
         .column(Column::Id)
         .column(Column::Outcome)
         .column(Column::PayloadUri)
-        .filter(Column::DedupeKey.is_in(keys.iter().copied()))
+        .filter(one_of(
+            backend,
+            Column::DedupeKey,
+            keys.iter().map(|value| value.to_string()),
+        ))
 }

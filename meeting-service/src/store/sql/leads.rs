@@ -4,12 +4,12 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select, Statement,
+    Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    Statement,
     sea_query::{IntoColumnRef, LockType, OnConflict, Query, ReturningClause},
 };
 
-use super::{add_row, placeholders};
+use super::{add_row, one_of};
 use crate::entity::lead::{self, Column, Model};
 
 /// The advisory lock class of e-mail guards (an arbitrary constant: "lead"); the key within it
@@ -33,15 +33,9 @@ pub async fn guard_emails(db: &impl ConnectionTrait, emails: &[&str], exclusive:
     } else {
         "pg_advisory_xact_lock_shared"
     };
-    let rows: Vec<String> = (0..emails.len())
-        .map(|i| format!("({})", placeholders(DbBackend::Postgres, i + 2, 1)))
-        .collect();
-    let sql = format!(
-        "SELECT {function}($1, hashtext(v.email)) FROM (VALUES {}) AS v(email)",
-        rows.join(", ")
-    );
-    let mut values: Vec<sea_orm::Value> = vec![EMAIL_GUARD_CLASS.into()];
-    values.extend(emails.iter().map(|&email| email.into()));
+    let sql = format!("SELECT {function}($1, hashtext(v.email)) FROM unnest($2::text[]) AS v(email)");
+    let emails: Vec<String> = emails.iter().map(|email| email.to_string()).collect();
+    let values: [sea_orm::Value; 2] = [EMAIL_GUARD_CLASS.into(), emails.into()];
     db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
         .await
         .map(|_| ())
@@ -63,10 +57,14 @@ pub(super) fn lock_query(backend: DbBackend, ids: &[i64], emails: &[&str]) -> Se
     // email IN (…)` is planned by SQLite as a scan of every lead.
     let mut wanted = Condition::any();
     if !ids.is_empty() {
-        wanted = wanted.add(Column::Id.is_in(ids.iter().copied()));
+        wanted = wanted.add(one_of(backend, Column::Id, ids.iter().copied()));
     }
     if !emails.is_empty() {
-        wanted = wanted.add(Column::Email.is_in(emails.iter().copied()));
+        wanted = wanted.add(one_of(
+            backend,
+            Column::Email,
+            emails.iter().map(|value| value.to_string()),
+        ));
     }
     let query = lead::Entity::find().filter(wanted).order_by_asc(Column::Id);
     match backend {

@@ -5,12 +5,11 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select, Statement,
+    ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, Statement,
     sea_query::{IntoColumnRef, OnConflict, Query, ReturningClause, SimpleExpr},
 };
 
-use super::{add_row, placeholders};
+use super::{add_row, one_of, placeholders};
 use crate::{
     domain::meeting::{MeetingState, MeetingStatus},
     entity::meeting::{self, Column},
@@ -26,7 +25,11 @@ pub async fn lock(db: &impl ConnectionTrait, invitee_uris: &[&str]) -> Result<Ve
 pub(super) fn lock_query(backend: DbBackend, invitee_uris: &[&str]) -> Select<meeting::Entity> {
     lock_for_update(
         meeting::Entity::find()
-            .filter(Column::CalendlyInviteeId.is_in(invitee_uris.iter().copied()))
+            .filter(one_of(
+                backend,
+                Column::CalendlyInviteeId,
+                invitee_uris.iter().map(|value| value.to_string()),
+            ))
             .order_by_asc(Column::CalendlyInviteeId),
         backend,
     )
@@ -206,9 +209,24 @@ pub async fn latest_per_lead(
     Ok(latest)
 }
 
-/// The builder has no `UNION ALL` of limited subqueries that SQLite accepts, so this one is
-/// written out; the text is the same for both dialects but for the placeholders.
+/// The builder has no `UNION ALL` of limited subqueries that SQLite accepts, nor a lateral join,
+/// so this one is written out. On PostgreSQL one text for any number of leads: the lead ids and
+/// the excluded URIs are two array parameters, each lead's `LIMIT 1` a lateral subquery.
 pub(super) fn latest_per_lead_statement(backend: DbBackend, lead_ids: &[i64], except: &[&str]) -> Statement {
+    if backend == DbBackend::Postgres {
+        let sql = "SELECT latest.lead_id, latest.last_event_at, latest.calendly_invitee_id, latest.status \
+                   FROM unnest($1::bigint[]) AS wanted(lead_id) \
+                   CROSS JOIN LATERAL (SELECT lead_id, last_event_at, calendly_invitee_id, status FROM meetings \
+                    WHERE lead_id = wanted.lead_id AND status <> $2 AND calendly_invitee_id <> ALL($3::text[]) \
+                    ORDER BY last_event_at DESC, calendly_invitee_id DESC LIMIT 1) AS latest";
+        let except: Vec<String> = except.iter().map(|uri| uri.to_string()).collect();
+        let values: [sea_orm::Value; 3] = [
+            lead_ids.to_vec().into(),
+            MeetingStatus::Rescheduled.as_str().into(),
+            except.into(),
+        ];
+        return Statement::from_sql_and_values(backend, sql, values);
+    }
     let mut sql = String::new();
     let mut values: Vec<sea_orm::Value> = Vec::new();
     for (n, lead_id) in lead_ids.iter().enumerate() {
@@ -238,14 +256,21 @@ pub(super) fn latest_per_lead_statement(backend: DbBackend, lead_ids: &[i64], ex
 
 /// The ids of the meetings of these invitees.
 pub async fn ids(db: &impl ConnectionTrait, invitee_uris: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
-    let rows: Vec<(String, i64)> = ids_query(invitee_uris).into_tuple().all(db).await?;
+    let rows: Vec<(String, i64)> = ids_query(db.get_database_backend(), invitee_uris)
+        .into_tuple()
+        .all(db)
+        .await?;
     Ok(rows.into_iter().collect())
 }
 
-pub(super) fn ids_query(invitee_uris: &[&str]) -> Select<meeting::Entity> {
+pub(super) fn ids_query(backend: DbBackend, invitee_uris: &[&str]) -> Select<meeting::Entity> {
     meeting::Entity::find()
         .select_only()
         .column(Column::CalendlyInviteeId)
         .column(Column::Id)
-        .filter(Column::CalendlyInviteeId.is_in(invitee_uris.iter().copied()))
+        .filter(one_of(
+            backend,
+            Column::CalendlyInviteeId,
+            invitee_uris.iter().map(|value| value.to_string()),
+        ))
 }

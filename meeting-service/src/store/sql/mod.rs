@@ -3,6 +3,12 @@
 //! sea-query so the SQLite and PostgreSQL forms come from one definition; where the builder has no
 //! form for a statement, both dialects are written side by side.
 //!
+//! Reads by a list of keys have one text whatever the list's length on PostgreSQL (`= ANY($1)`,
+//! the list one array parameter), so each connection prepares each read once and PostgreSQL can
+//! keep one plan for it; an `IN ($1, …, $n)` per length would be a statement of its own for every
+//! batch size, each planned again on every run and competing for the statement cache. SQLite,
+//! whose statements are planned by the library at no round trip, keeps the `IN` list.
+//!
 //! Rows are locked and written in one fixed key order (inbox by dedupe key, then the events'
 //! e-mail guards, meetings by invitee URI, reminders and leads by id, and the change feed's order
 //! lock last), so two batches, on one replica or several, wait for each other in one order and
@@ -14,7 +20,10 @@ pub mod leads;
 pub mod meetings;
 pub mod reminders;
 
-use sea_orm::{DbBackend, DbErr, QueryTrait, Statement, sea_query::InsertStatement};
+use sea_orm::{
+    ColumnTrait, DbBackend, DbErr, QueryTrait, Statement,
+    sea_query::{Expr, InsertStatement, Value, postgres_array::NotU8},
+};
 
 /// Keys that a batch reads by: its invitee URIs and dedupe keys, the leads and meetings they lead
 /// to.
@@ -36,7 +45,7 @@ pub fn ingest_reads(backend: DbBackend, keys: &ReadKeys<'_>) -> Vec<(&'static st
         ),
         (
             "the invitees' histories",
-            inbox::histories_query(keys.invitee_uris).build(backend),
+            inbox::histories_query(backend, keys.invitee_uris).build(backend),
         ),
         (
             "lock the leads",
@@ -61,13 +70,27 @@ pub fn ingest_reads(backend: DbBackend, keys: &ReadKeys<'_>) -> Vec<(&'static st
         ),
         (
             "duplicates' originals",
-            inbox::by_keys_query(keys.dedupe_keys).build(backend),
+            inbox::by_keys_query(backend, keys.dedupe_keys).build(backend),
         ),
         (
             "duplicates' meetings",
-            meetings::ids_query(keys.invitee_uris).build(backend),
+            meetings::ids_query(backend, keys.invitee_uris).build(backend),
         ),
     ]
+}
+
+/// `column` is one of `values`: `= ANY(array)` on PostgreSQL (one text for any number of values),
+/// `IN (…)` elsewhere. An empty list matches nothing on both.
+fn one_of<C, V, I>(backend: DbBackend, column: C, values: I) -> Expr
+where
+    C: ColumnTrait,
+    V: Into<Value> + NotU8,
+    I: IntoIterator<Item = V>,
+{
+    match backend {
+        DbBackend::Postgres => column.eq_any(values),
+        _ => column.is_in(values),
+    }
 }
 
 /// Adds one row to a multi-row insert.

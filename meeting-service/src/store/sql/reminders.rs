@@ -1,11 +1,11 @@
 //! `meeting_reminders`: the reminders of a batch's meetings, locked, inserted and rewritten.
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, Select,
+    ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, Select,
     sea_query::{Expr, ExprTrait, OnConflict, Query, SimpleExpr},
 };
 
-use super::add_row;
+use super::{add_row, one_of};
 use crate::{
     domain::reminders::ReminderState,
     entity::meeting_reminder::{self, Column, Model},
@@ -24,7 +24,7 @@ pub async fn lock(db: &impl ConnectionTrait, meeting_ids: &[i64]) -> Result<Vec<
 pub(super) fn lock_query(backend: DbBackend, meeting_ids: &[i64]) -> Select<meeting_reminder::Entity> {
     lock_for_update(
         meeting_reminder::Entity::find()
-            .filter(Column::MeetingId.is_in(meeting_ids.iter().copied()))
+            .filter(one_of(backend, Column::MeetingId, meeting_ids.iter().copied()))
             .order_by_asc(Column::Id),
         backend,
     )
