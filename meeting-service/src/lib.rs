@@ -45,9 +45,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     crate::metrics::describe();
-    let db = store::connect(config.database_url.expose(), config.database_max_connections).await?;
+    let pools = store::Pools::connect(config.database_url.expose(), config.database_max_connections).await?;
     let store = Store::new(
-        db,
+        pools.main.clone(),
         StoreSettings {
             reminder_offsets: config.reminder_offsets.clone(),
             create_leads_for_unknown_invitees: config.create_leads_for_unknown_invitees,
@@ -84,11 +84,12 @@ pub async fn run(
     let reflection = reflection()
         .build_v1()
         .context("building the reflection service")?;
-    let (ingestor, writers) = Ingestor::start(
-        store.clone(),
-        config.ingest_batch,
-        config.database_max_connections,
-    );
+    let ingest_store = match &pools.batch_writers {
+        Some(db) => store.on_pool(db.clone()),
+        None => store.clone(),
+    };
+    let (ingestor, writers) =
+        Ingestor::start(ingest_store, config.ingest_batch, config.database_max_connections);
     let drain = drain::Drain::default();
     let api = tonic::service::interceptor::InterceptedService::new(
         drain.wrap(MeetingServiceServer::new(grpc::MeetingApi::new(
@@ -143,7 +144,7 @@ pub async fn run(
     prune_task.abort();
     feed_task.abort();
     sync_metrics_task.abort();
-    if let Err(error) = store.connection().clone().close().await {
+    if let Err(error) = pools.close().await {
         tracing::warn!(%error, "closing the database pool");
     }
     tracing::info!("meeting service stopped");

@@ -96,7 +96,7 @@ impl Ingestor {
 
 /// One writer on SQLite, which has one write lock. On PostgreSQL up to four, each holding a
 /// connection while its batch runs, leaving at least half the pool to reads and health checks.
-fn writers(backend: sea_orm::DbBackend, pool_size: u32) -> usize {
+pub(crate) fn writers(backend: sea_orm::DbBackend, pool_size: u32) -> usize {
     match backend {
         sea_orm::DbBackend::Postgres => (pool_size / 2).clamp(1, 4) as usize,
         _ => 1,

@@ -126,6 +126,12 @@ impl Store {
         &self.db
     }
 
+    /// This store on another pool of the same database: its settings, database state and change
+    /// feed head are shared.
+    pub fn on_pool(&self, db: DatabaseConnection) -> Self {
+        Self { db, ..self.clone() }
+    }
+
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
     }
@@ -252,6 +258,68 @@ const SQLITE_SOFT_HEAP_LIMIT_BYTES: u64 = 4 << 20;
 /// about 4 MiB more of its peak.
 const POSTGRES_STATEMENT_CACHE: usize = 256;
 
+/// The pools of one replica, `DATABASE_MAX_CONNECTIONS` connections in all.
+pub struct Pools {
+    /// Reads, replays, lead upserts, claims, health checks; and ingest where `batch_writers` is
+    /// `None`.
+    pub main: DatabaseConnection,
+    /// On PostgreSQL, one connection per ingest batch writer ([`batch::writers`]), with generic
+    /// plans: every ingest statement's plan is made once per connection instead of on every run.
+    /// The ingest reads have one text whatever the batch size (see [`sql`]), and
+    /// `tests/tests/api/query_plans.rs` checks each one's generic plan. The main pool keeps
+    /// PostgreSQL's default, a plan per run where that looks cheaper: the operators' filtered
+    /// listings want it.
+    pub batch_writers: Option<DatabaseConnection>,
+}
+
+impl Pools {
+    /// Connects (applying pending migrations on the main pool). On PostgreSQL with at least two
+    /// connections, the batch writers get theirs out of `max_connections`; otherwise they share
+    /// the one pool.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let writers = batch::writers(backend_of_url(url), max_connections) as u32;
+        if backend_of_url(url) != DbBackend::Postgres || max_connections < 2 || writers >= max_connections {
+            return Ok(Self {
+                main: connect(url, max_connections).await?,
+                batch_writers: None,
+            });
+        }
+        let main = connect(url, max_connections - writers).await?;
+        let batch_writers = Database::connect(options(url, writers, PlanCache::Generic))
+            .await
+            .context("connecting the ingest writers to DATABASE_URL")?;
+        Ok(Self {
+            main,
+            batch_writers: Some(batch_writers),
+        })
+    }
+
+    /// Closes every pool.
+    pub async fn close(self) -> Result<(), DbErr> {
+        if let Some(writers) = self.batch_writers {
+            writers.close().await?;
+        }
+        self.main.close().await
+    }
+}
+
+/// How PostgreSQL plans a pool's prepared statements.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PlanCache {
+    /// Its default: a custom plan per run while that looks cheaper than a generic one.
+    Auto,
+    /// One generic plan per statement and connection.
+    Generic,
+}
+
+fn backend_of_url(url: &str) -> DbBackend {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        DbBackend::Postgres
+    } else {
+        DbBackend::Sqlite
+    }
+}
+
 /// Opens a pool on `url` and applies pending migrations.
 ///
 /// SQLite files are created (with their directory) when missing and run in WAL mode with a busy
@@ -263,6 +331,14 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let db = Database::connect(options(url, max_connections, PlanCache::Auto))
+        .await
+        .context("connecting to DATABASE_URL")?;
+    Migrator::up(&db, None).await.context("applying migrations")?;
+    Ok(db)
+}
+
+fn options(url: &str, max_connections: u32, plan_cache: PlanCache) -> ConnectOptions {
     let mut options = ConnectOptions::new(url);
     options
         .max_connections(max_connections)
@@ -295,11 +371,22 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
             opts
         }
     });
-    let db = Database::connect(options)
-        .await
-        .context("connecting to DATABASE_URL")?;
-    Migrator::up(&db, None).await.context("applying migrations")?;
-    Ok(db)
+    if plan_cache == PlanCache::Generic {
+        // A `SET` on each new connection rather than a startup parameter, which poolers such as
+        // PgBouncer refuse.
+        options.map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_connect(|connection, _| {
+                Box::pin(async move {
+                    use sea_orm::sqlx::Executor;
+                    connection
+                        .execute("SET plan_cache_mode = force_generic_plan")
+                        .await
+                        .map(|_| ())
+                })
+            })
+        });
+    }
+    options
 }
 
 /// TLS only costs time towards this host (a loopback address or a Unix socket), and `prefer`

@@ -13,23 +13,29 @@ use meeting_service::{
 };
 use proto::v1::{IngestCalendlyEventRequest, Outcome, Source};
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder, Set, TransactionTrait,
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryOrder, Set,
+    Statement, TransactionTrait,
 };
 
 use crate::helpers::{Backend, MeetingServiceProcess, TestDatabase, booking, fixture, json, spawn_app};
 
 const INVITEE: &str = "https://api.calendly.com/scheduled_events/e0d1c2b3-a495-4867-8f9e-0a1b2c3d4e5f/invitees/1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
 
+/// A store on the pool the meeting service's batch writers use.
 async fn store_on(url: &str) -> Store {
-    let db = store::connect(url, 4).await.expect("connect and migrate");
-    Store::new(
-        db,
+    let pools = store::Pools::connect(url, 4).await.expect("connect and migrate");
+    let store = Store::new(
+        pools.main,
         StoreSettings {
             reminder_offsets: default_offsets(),
             create_leads_for_unknown_invitees: false,
             retry: RetryPolicy::default(),
         },
-    )
+    );
+    match pools.batch_writers {
+        Some(writers) => store.on_pool(writers),
+        None => store,
+    }
 }
 
 /// A fixture as the adapter hands it to the meeting service.
@@ -394,7 +400,46 @@ async fn two_meeting_services_on_one_database_store_each_event_once_in_a_duplica
     db.close().await.ok();
 }
 
+async fn plan_cache_mode(db: &DatabaseConnection) -> String {
+    db.query_one_raw(Statement::from_string(
+        DbBackend::Postgres,
+        "SHOW plan_cache_mode",
+    ))
+    .await
+    .expect("show")
+    .expect("a row")
+    .try_get_by_index(0)
+    .expect("a setting")
+}
+
+/// On PostgreSQL the batch writers have a pool of their own, with generic plans, taken out of
+/// `DATABASE_MAX_CONNECTIONS`; the main pool keeps PostgreSQL's default. SQLite has one pool.
+async fn batch_writers_have_a_pool_of_their_own_within_the_connection_limit(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let pools = store::Pools::connect(&database.url, 10)
+        .await
+        .expect("connect and migrate");
+    match backend {
+        Backend::Sqlite => assert!(pools.batch_writers.is_none(), "SQLite has one pool"),
+        Backend::Postgres => {
+            let writers = pools.batch_writers.as_ref().expect("a pool for the writers");
+            let size =
+                |db: &DatabaseConnection| db.get_postgres_connection_pool().options().get_max_connections();
+            assert_eq!(
+                (size(&pools.main), size(writers)),
+                (6, 4),
+                "10 connections in all"
+            );
+            assert_eq!(plan_cache_mode(writers).await, "force_generic_plan");
+            assert_eq!(plan_cache_mode(&pools.main).await, "auto");
+        }
+    }
+    let one = store::Pools::connect(&database.url, 1).await.expect("connect");
+    assert!(one.batch_writers.is_none(), "one connection is shared");
+}
+
 crate::on_both_backends!(
+    batch_writers_have_a_pool_of_their_own_within_the_connection_limit,
     one_batch_of_an_invitees_events_is_what_sequential_delivery_gives,
     duplicates_in_a_batch_are_answered_with_their_originals,
     an_event_the_database_refuses_fails_alone_and_its_neighbours_are_stored,
