@@ -273,12 +273,12 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// Connects (applying pending migrations on the main pool). On PostgreSQL with at least two
-    /// connections, the batch writers get theirs out of `max_connections`; otherwise they share
-    /// the one pool.
+    /// Connects (applying pending migrations on the main pool). On PostgreSQL, the batch writers
+    /// get theirs out of `max_connections` when the main pool is left at least
+    /// [`MAIN_POOL_MIN`]; otherwise they share the one pool.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let writers = batch::writers(backend_of_url(url), max_connections) as u32;
-        if backend_of_url(url) != DbBackend::Postgres || max_connections < 2 || writers >= max_connections {
+        if backend_of_url(url) != DbBackend::Postgres || max_connections < writers + MAIN_POOL_MIN {
             return Ok(Self {
                 main: connect(url, max_connections).await?,
                 batch_writers: None,
@@ -302,6 +302,11 @@ impl Pools {
         self.main.close().await
     }
 }
+
+/// The fewest connections the main pool is split down to: the change feed's listener holds one
+/// for good, and health checks, reads and the reminder claims need another. With one, the
+/// health check timed out waiting for it and the service reported NOT_SERVING.
+const MAIN_POOL_MIN: u32 = 2;
 
 /// How PostgreSQL plans a pool's prepared statements.
 #[derive(Clone, Copy, PartialEq, Eq)]

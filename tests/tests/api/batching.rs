@@ -434,8 +434,17 @@ async fn batch_writers_have_a_pool_of_their_own_within_the_connection_limit(back
             assert_eq!(plan_cache_mode(&pools.main).await, "auto");
         }
     }
-    let one = store::Pools::connect(&database.url, 1).await.expect("connect");
-    assert!(one.batch_writers.is_none(), "one connection is shared");
+    // The change feed's listener holds a main connection for good: the main pool keeps two.
+    for (max, split) in [(1, None), (2, None), (3, Some((2, 1))), (5, Some((3, 2)))] {
+        let pools = store::Pools::connect(&database.url, max).await.expect("connect");
+        let sizes = pools.batch_writers.as_ref().map(|writers| {
+            let size =
+                |db: &DatabaseConnection| db.get_postgres_connection_pool().options().get_max_connections();
+            (size(&pools.main), size(writers))
+        });
+        let expected = if backend == Backend::Postgres { split } else { None };
+        assert_eq!(sizes, expected, "DATABASE_MAX_CONNECTIONS={max}");
+    }
 }
 
 crate::on_both_backends!(
