@@ -251,9 +251,9 @@ const SQLITE_SOFT_HEAP_LIMIT_BYTES: u64 = 4 << 20;
 
 /// Prepared statements each PostgreSQL connection keeps, unless the URL names
 /// `statement-cache-capacity`. A batch's multi-row inserts and upserts differ by row count (its
-/// reads do not, see `sql`), so a writer connection uses a few hundred statement texts; at sqlx's default of 100 it kept evicting them,
-/// and PostgreSQL parsed and planned them again, batch after batch: a fifth of its CPU per
-/// delivery (BENCHMARKS.md, "PostgreSQL's statement cache"). The server keeps the plans, about
+/// reads do not, see `sql`), so a writer connection uses a few hundred statement texts; at
+/// sqlx's default of 100 it kept evicting them, and PostgreSQL parsed and planned them again,
+/// batch after batch: a fifth of its CPU per delivery (BENCHMARKS.md, "PostgreSQL's statement cache"). The server keeps the plans, about
 /// 6 MiB more per connection at this size; this process keeps their parameter and column types,
 /// about 4 MiB more of its peak.
 const POSTGRES_STATEMENT_CACHE: usize = 256;
