@@ -88,7 +88,7 @@ pub async fn run(
         Some(db) => store.on_pool(db.clone()),
         None => store.clone(),
     };
-    let (ingestor, writers) =
+    let (ingestor, dispatcher) =
         Ingestor::start(ingest_store, config.ingest_batch, config.database_max_connections);
     let drain = drain::Drain::default();
     let api = tonic::service::interceptor::InterceptedService::new(
@@ -131,14 +131,15 @@ pub async fn run(
             }
         }
     };
-    // The server, and with it every sender of the ingest queue, is gone: the writers finish what
-    // is queued (bounded, should the database hang).
-    let drained = tokio::time::timeout(grace, futures::future::join_all(writers)).await;
-    if drained.is_err() {
-        tracing::warn!(
+    // The server, and with it every sender of the ingest queue, is gone: the dispatcher stores
+    // what is queued (bounded, should the database hang).
+    match tokio::time::timeout(grace, dispatcher).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "the ingest dispatcher stopped abnormally"),
+        Err(_) => tracing::warn!(
             ?grace,
             "queued deliveries were not stored within the grace period"
-        );
+        ),
     }
     health_task.abort();
     prune_task.abort();

@@ -71,15 +71,15 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Starts the dispatcher for `store`, whose pool holds `pool_size` connections; await the
-    /// handles after dropping every [`Ingestor`] to let them finish what is queued.
-    pub fn start(store: Store, settings: BatchSettings, pool_size: u32) -> (Self, Vec<JoinHandle<()>>) {
+    /// Starts the dispatcher for `store`, whose pool holds `pool_size` connections; await its
+    /// handle after dropping every [`Ingestor`] to let it store what is queued.
+    pub fn start(store: Store, settings: BatchSettings, pool_size: u32) -> (Self, JoinHandle<()>) {
         let writers = writers(store.backend(), pool_size);
         let (ingestor, queue) = Self::queue(settings, writers);
         let handle = tokio::spawn(dispatch(queue, settings, writers, move |jobs| {
             write_batch(store.clone(), jobs)
         }));
-        (ingestor, vec![handle])
+        (ingestor, handle)
     }
 
     fn queue(settings: BatchSettings, writers: usize) -> (Self, mpsc::Receiver<Job>) {
