@@ -16,10 +16,9 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     Select, Statement, Value,
-    sea_query::{IntoColumnRef, Query, ReturningClause, SimpleExpr},
 };
 
-use super::{add_row, placeholders};
+use super::{RowsInsert, placeholders};
 use crate::entity::{
     change_feed_horizon,
     meeting_change::{self, Column},
@@ -52,14 +51,15 @@ pub async fn append(db: &impl ConnectionTrait, rows: &[NewChange]) -> Result<Opt
     if db.get_database_backend() == DbBackend::Postgres {
         return append_ordered(db, rows).await;
     }
-    let mut insert = Query::insert();
-    insert.into_table(meeting_change::Entity).columns(COLUMNS);
-    for row in rows {
-        add_row(&mut insert, row.values().map(SimpleExpr::from))?;
-    }
-    insert.returning(ReturningClause::Columns(vec![Column::Id.into_column_ref()]));
+    let mut insert = RowsInsert::new(
+        meeting_change::Entity,
+        COLUMNS,
+        rows.iter().map(NewChange::values),
+        DbBackend::Sqlite,
+    );
+    insert.returning([Column::Id]);
     let mut latest = None;
-    for row in db.query_all(&insert).await? {
+    for row in db.query_all_raw(insert.statement()).await? {
         let id: i64 = row.try_get("", "id")?;
         latest = latest.max(Some(id));
     }

@@ -7,10 +7,9 @@ use prost::Message;
 use proto::v1::{CalendlyEvent, Outcome};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect, Select,
-    sea_query::{IntoColumnRef, OnConflict, Query, ReturningClause},
 };
 
-use super::{add_row, one_of};
+use super::{RowsInsert, one_of};
 use crate::{
     domain::event::{Disposition, InviteeEvent, classify},
     entity::webhook_event::{self, Column},
@@ -40,48 +39,45 @@ pub async fn insert_new(
     if rows.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut insert = Query::insert();
-    insert.into_table(webhook_event::Entity).columns([
-        Column::TrackingId,
-        Column::EventType,
-        Column::DedupeKey,
-        Column::Source,
-        Column::PayloadUri,
-        Column::RawBody,
-        Column::EventProto,
-        Column::ReceivedAt,
-        Column::ProcessedAt,
-        Column::Outcome,
-        Column::Error,
-        Column::Attempts,
-    ]);
-    for row in rows {
-        add_row(
-            &mut insert,
-            [
-                row.tracking_id.into(),
-                row.event_type.clone().into(),
-                row.dedupe_key.into(),
-                row.source.into(),
-                row.payload_uri.clone().into(),
-                row.raw_body.to_vec().into(),
-                row.event_proto.clone().into(),
-                row.received_at.into(),
-                Some(row.received_at).into(),
-                row.outcome.label().into(),
-                row.error.clone().into(),
-                1i32.into(),
-            ],
-        )?;
-    }
-    insert
-        .on_conflict(OnConflict::column(Column::DedupeKey).do_nothing().to_owned())
-        .returning(ReturningClause::Columns(vec![
-            Column::Id.into_column_ref(),
-            Column::DedupeKey.into_column_ref(),
-        ]));
+    let values = rows.iter().map(|row| {
+        [
+            row.tracking_id.into(),
+            row.event_type.as_str().into(),
+            row.dedupe_key.into(),
+            row.source.into(),
+            row.payload_uri.as_deref().into(),
+            row.raw_body.to_vec().into(),
+            row.event_proto.clone().into(),
+            row.received_at.into(),
+            Some(row.received_at).into(),
+            row.outcome.label().into(),
+            row.error.as_deref().into(),
+            1i32.into(),
+        ]
+    });
+    let mut insert = RowsInsert::new(
+        webhook_event::Entity,
+        [
+            Column::TrackingId,
+            Column::EventType,
+            Column::DedupeKey,
+            Column::Source,
+            Column::PayloadUri,
+            Column::RawBody,
+            Column::EventProto,
+            Column::ReceivedAt,
+            Column::ProcessedAt,
+            Column::Outcome,
+            Column::Error,
+            Column::Attempts,
+        ],
+        values,
+        db.get_database_backend(),
+    );
+    insert.on_conflict_do_nothing(Column::DedupeKey);
+    insert.returning([Column::Id, Column::DedupeKey]);
     let mut inserted = HashMap::with_capacity(rows.len());
-    for row in db.query_all(&insert).await? {
+    for row in db.query_all_raw(insert.statement()).await? {
         inserted.insert(
             row.try_get::<String>("", "dedupe_key")?,
             row.try_get::<i64>("", "id")?,

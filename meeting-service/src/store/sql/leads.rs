@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
-    Statement,
-    sea_query::{IntoColumnRef, LockType, OnConflict, Query, ReturningClause},
+    Statement, sea_query::LockType,
 };
 
-use super::{add_row, one_of};
+use super::{RowsInsert, one_of};
 use crate::entity::lead::{self, Column, Model};
 
 /// The advisory lock class of e-mail guards (an arbitrary constant: "lead"); the key within it
@@ -84,32 +83,30 @@ pub async fn insert(
     if rows.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut insert = Query::insert();
-    insert.into_table(lead::Entity).columns([
-        Column::Email,
-        Column::Name,
-        Column::Status,
-        Column::CreatedAt,
-        Column::UpdatedAt,
-    ]);
-    for (email, name, status) in rows {
-        add_row(
-            &mut insert,
-            [
-                email.clone().into(),
-                name.clone().into(),
-                status.clone().into(),
-                now.into(),
-                now.into(),
-            ],
-        )?;
-    }
-    insert.returning(ReturningClause::Columns(vec![
-        Column::Id.into_column_ref(),
-        Column::Email.into_column_ref(),
-    ]));
+    let values = rows.iter().map(|(email, name, status)| {
+        [
+            email.as_str().into(),
+            name.as_deref().into(),
+            status.as_str().into(),
+            now.into(),
+            now.into(),
+        ]
+    });
+    let mut insert = RowsInsert::new(
+        lead::Entity,
+        [
+            Column::Email,
+            Column::Name,
+            Column::Status,
+            Column::CreatedAt,
+            Column::UpdatedAt,
+        ],
+        values,
+        db.get_database_backend(),
+    );
+    insert.returning([Column::Id, Column::Email]);
     let mut ids = HashMap::with_capacity(rows.len());
-    for row in db.query_all(&insert).await? {
+    for row in db.query_all_raw(insert.statement()).await? {
         ids.insert(row.try_get::<String>("", "email")?, row.try_get::<i64>("", "id")?);
     }
     Ok(ids)
@@ -120,32 +117,29 @@ pub async fn set_statuses(db: &impl ConnectionTrait, rows: &[Model]) -> Result<(
     if rows.is_empty() {
         return Ok(());
     }
-    let mut insert = Query::insert();
-    insert.into_table(lead::Entity).columns([
-        Column::Id,
-        Column::Email,
-        Column::Name,
-        Column::Status,
-        Column::CreatedAt,
-        Column::UpdatedAt,
-    ]);
-    for row in rows {
-        add_row(
-            &mut insert,
-            [
-                row.id.into(),
-                row.email.clone().into(),
-                row.name.clone().into(),
-                row.status.clone().into(),
-                row.created_at.into(),
-                row.updated_at.into(),
-            ],
-        )?;
-    }
-    insert.on_conflict(
-        OnConflict::column(Column::Id)
-            .update_columns([Column::Status, Column::UpdatedAt])
-            .to_owned(),
+    let values = rows.iter().map(|row| {
+        [
+            row.id.into(),
+            row.email.as_str().into(),
+            row.name.as_deref().into(),
+            row.status.as_str().into(),
+            row.created_at.into(),
+            row.updated_at.into(),
+        ]
+    });
+    let mut insert = RowsInsert::new(
+        lead::Entity,
+        [
+            Column::Id,
+            Column::Email,
+            Column::Name,
+            Column::Status,
+            Column::CreatedAt,
+            Column::UpdatedAt,
+        ],
+        values,
+        db.get_database_backend(),
     );
-    db.execute(&insert).await.map(|_| ())
+    insert.on_conflict_update(Column::Id, [Column::Status, Column::UpdatedAt]);
+    db.execute_raw(insert.statement()).await.map(|_| ())
 }

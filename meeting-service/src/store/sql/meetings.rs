@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select, Statement,
-    sea_query::{IntoColumnRef, OnConflict, Query, ReturningClause, SimpleExpr},
+    Value,
 };
 
-use super::{add_row, one_of, placeholders};
+use super::{RowsInsert, one_of, placeholders};
 use crate::{
     domain::meeting::{MeetingState, MeetingStatus},
     entity::meeting::{self, Column},
@@ -69,7 +69,7 @@ pub struct Row<'a> {
     pub updated_at: DateTime<Utc>,
 }
 
-fn values(row: &Row<'_>) -> [SimpleExpr; 21] {
+fn values(row: &Row<'_>) -> [Value; 21] {
     let state = row.state;
     let cancellation = state.cancellation.as_ref();
     [
@@ -104,17 +104,15 @@ pub async fn insert(db: &impl ConnectionTrait, rows: &[Row<'_>]) -> Result<HashM
     if rows.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut insert = Query::insert();
-    insert.into_table(meeting::Entity).columns(COLUMNS);
-    for row in rows {
-        add_row(&mut insert, values(row))?;
-    }
-    insert.returning(ReturningClause::Columns(vec![
-        Column::Id.into_column_ref(),
-        Column::CalendlyInviteeId.into_column_ref(),
-    ]));
+    let mut insert = RowsInsert::new(
+        meeting::Entity,
+        COLUMNS,
+        rows.iter().map(values),
+        db.get_database_backend(),
+    );
+    insert.returning([Column::Id, Column::CalendlyInviteeId]);
     let mut ids = HashMap::with_capacity(rows.len());
-    for row in db.query_all(&insert).await? {
+    for row in db.query_all_raw(insert.statement()).await? {
         ids.insert(
             row.try_get::<String>("", "calendly_invitee_id")?,
             row.try_get::<i64>("", "id")?,
@@ -129,49 +127,53 @@ pub async fn rewrite(db: &impl ConnectionTrait, rows: &[Row<'_>]) -> Result<(), 
     if rows.is_empty() {
         return Ok(());
     }
-    let mut insert = Query::insert();
-    insert
-        .into_table(meeting::Entity)
-        .columns(std::iter::once(Column::Id).chain(COLUMNS));
+    let mut with_ids = Vec::with_capacity(rows.len());
     for row in rows {
         let id = row
             .id
             .ok_or_else(|| DbErr::Custom("a meeting to rewrite has no id".into()))?;
         let [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s, t, u] = values(row);
-        add_row(
-            &mut insert,
-            [
-                id.into(),
-                a,
-                b,
-                c,
-                d,
-                e,
-                f,
-                g,
-                h,
-                i,
-                j,
-                k,
-                l,
-                m,
-                n,
-                o,
-                p,
-                q,
-                r,
-                s,
-                t,
-                u,
-            ],
-        )?;
+        with_ids.push([
+            id.into(),
+            a,
+            b,
+            c,
+            d,
+            e,
+            f,
+            g,
+            h,
+            i,
+            j,
+            k,
+            l,
+            m,
+            n,
+            o,
+            p,
+            q,
+            r,
+            s,
+            t,
+            u,
+        ]);
     }
+    let mut columns = [Column::Id; 22];
+    columns[1..].copy_from_slice(&COLUMNS);
+    let mut insert = RowsInsert::new(
+        meeting::Entity,
+        columns,
+        with_ids.into_iter(),
+        db.get_database_backend(),
+    );
     // Everything but the id and the creation time.
-    let updated = COLUMNS
-        .into_iter()
-        .filter(|column| !matches!(column, Column::CreatedAt));
-    insert.on_conflict(OnConflict::column(Column::Id).update_columns(updated).to_owned());
-    db.execute(&insert).await.map(|_| ())
+    insert.on_conflict_update(
+        Column::Id,
+        COLUMNS
+            .into_iter()
+            .filter(|column| !matches!(column, Column::CreatedAt)),
+    );
+    db.execute_raw(insert.statement()).await.map(|_| ())
 }
 
 /// Per lead: its latest meeting that counts for its status (not rescheduled) among those not in

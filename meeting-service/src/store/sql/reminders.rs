@@ -1,11 +1,8 @@
 //! `meeting_reminders`: the reminders of a batch's meetings, locked, inserted and rewritten.
 
-use sea_orm::{
-    ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, Select,
-    sea_query::{Expr, ExprTrait, OnConflict, Query, SimpleExpr},
-};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, Select, Value};
 
-use super::{add_row, one_of};
+use super::{RowsInsert, one_of};
 use crate::{
     domain::reminders::ReminderState,
     entity::meeting_reminder::{self, Column, Model},
@@ -45,7 +42,7 @@ const COLUMNS: [Column; 12] = [
     Column::UpdatedAt,
 ];
 
-fn values(row: &Model) -> [SimpleExpr; 12] {
+fn values(row: &Model) -> [Value; 12] {
     [
         row.meeting_id.into(),
         row.reminder_type.clone().into(),
@@ -67,12 +64,13 @@ pub async fn insert(db: &impl ConnectionTrait, rows: &[Model]) -> Result<(), DbE
     if rows.is_empty() {
         return Ok(());
     }
-    let mut insert = Query::insert();
-    insert.into_table(meeting_reminder::Entity).columns(COLUMNS);
-    for row in rows {
-        add_row(&mut insert, values(row))?;
-    }
-    db.execute(&insert).await.map(|_| ())
+    let insert = RowsInsert::new(
+        meeting_reminder::Entity,
+        COLUMNS,
+        rows.iter().map(values),
+        db.get_database_backend(),
+    );
+    db.execute_raw(insert.statement()).await.map(|_| ())
 }
 
 /// Rewrites existing (locked) reminders by id: their state, time and claim. A reminder already
@@ -81,28 +79,32 @@ pub async fn rewrite(db: &impl ConnectionTrait, rows: &[Model]) -> Result<(), Db
     if rows.is_empty() {
         return Ok(());
     }
-    let mut insert = Query::insert();
-    insert
-        .into_table(meeting_reminder::Entity)
-        .columns(std::iter::once(Column::Id).chain(COLUMNS));
-    for row in rows {
+    let with_ids = rows.iter().map(|row| {
         let [a, b, c, d, e, f, g, h, i, j, k, l] = values(row);
-        add_row(&mut insert, [row.id.into(), a, b, c, d, e, f, g, h, i, j, k, l])?;
-    }
-    insert.on_conflict(
-        OnConflict::column(Column::Id)
-            .update_columns([
-                Column::ScheduledTime,
-                Column::State,
-                Column::ClaimedBy,
-                Column::ClaimToken,
-                Column::ClaimExpiresAt,
-                Column::UpdatedAt,
-            ])
-            .action_and_where(
-                Expr::col((meeting_reminder::Entity, Column::State)).ne(ReminderState::Sent.as_str()),
-            )
-            .to_owned(),
+        [row.id.into(), a, b, c, d, e, f, g, h, i, j, k, l]
+    });
+    let mut columns = [Column::Id; 13];
+    columns[1..].copy_from_slice(&COLUMNS);
+    let mut insert = RowsInsert::new(
+        meeting_reminder::Entity,
+        columns,
+        with_ids,
+        db.get_database_backend(),
     );
-    db.execute(&insert).await.map(|_| ())
+    insert.on_conflict_update(
+        Column::Id,
+        [
+            Column::ScheduledTime,
+            Column::State,
+            Column::ClaimedBy,
+            Column::ClaimToken,
+            Column::ClaimExpiresAt,
+            Column::UpdatedAt,
+        ],
+    );
+    insert.push_sql(" WHERE ");
+    insert.push_column(meeting_reminder::Entity, Column::State);
+    insert.push_sql(" <> ");
+    insert.push_value(ReminderState::Sent.as_str().into());
+    db.execute_raw(insert.statement()).await.map(|_| ())
 }
