@@ -1,7 +1,8 @@
 //! The ingest batch's statements, one module per table. Each is one statement for the whole
-//! batch (multi-row inserts, upserts that rewrite rows by id, reads by a list of keys), built with
-//! sea-query so the SQLite and PostgreSQL forms come from one definition; where the builder has no
-//! form for a statement, both dialects are written side by side.
+//! batch (multi-row inserts, upserts that rewrite rows by id, reads by a list of keys), and each
+//! has one definition for SQLite and PostgreSQL: reads are built with sea-query; inserts and
+//! upserts, which carry the batch's bodies, are written as text by `RowsInsert` in clauses both
+//! dialects read alike; where a statement has no common form, both are written side by side.
 //!
 //! Reads by a list of keys have one text whatever the list's length on PostgreSQL (`= ANY($1)`,
 //! the list one array parameter), so each connection prepares each read once and PostgreSQL can
