@@ -72,6 +72,15 @@ pub(super) fn lock_query(backend: DbBackend, ids: &[i64], emails: &[&str]) -> Se
     }
 }
 
+/// Every column but the id, in the order the inserts give their values.
+const COLUMNS: [Column; 5] = [
+    Column::Email,
+    Column::Name,
+    Column::Status,
+    Column::CreatedAt,
+    Column::UpdatedAt,
+];
+
 /// Creates leads (e-mail, name, status) and answers their ids by e-mail. A plain insert: a lead
 /// created meanwhile by a concurrent batch is a unique violation, which retries this batch so
 /// that it finds and locks that lead.
@@ -92,18 +101,7 @@ pub async fn insert(
             now.into(),
         ]
     });
-    let mut insert = RowsInsert::new(
-        lead::Entity,
-        [
-            Column::Email,
-            Column::Name,
-            Column::Status,
-            Column::CreatedAt,
-            Column::UpdatedAt,
-        ],
-        values,
-        db.get_database_backend(),
-    );
+    let mut insert = RowsInsert::new(lead::Entity, COLUMNS, values, db.get_database_backend());
     insert.returning([Column::Id, Column::Email]);
     let mut ids = HashMap::with_capacity(rows.len());
     for row in db.query_all_raw(insert.statement()).await? {
@@ -127,19 +125,9 @@ pub async fn set_statuses(db: &impl ConnectionTrait, rows: &[Model]) -> Result<(
             row.updated_at.into(),
         ]
     });
-    let mut insert = RowsInsert::new(
-        lead::Entity,
-        [
-            Column::Id,
-            Column::Email,
-            Column::Name,
-            Column::Status,
-            Column::CreatedAt,
-            Column::UpdatedAt,
-        ],
-        values,
-        db.get_database_backend(),
-    );
+    let mut columns = [Column::Id; 6];
+    columns[1..].copy_from_slice(&COLUMNS);
+    let mut insert = RowsInsert::new(lead::Entity, columns, values, db.get_database_backend());
     insert.on_conflict_update(Column::Id, [Column::Status, Column::UpdatedAt]);
     db.execute_raw(insert.statement()).await.map(|_| ())
 }
