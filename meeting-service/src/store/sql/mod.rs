@@ -184,8 +184,7 @@ impl RowsInsert {
     /// ` RETURNING "a", "b"`.
     fn returning<C: IdenStatic>(&mut self, columns: impl IntoIterator<Item = C>) {
         self.sql.push_str(" RETURNING ");
-        let columns: Vec<C> = columns.into_iter().collect();
-        push_idents(&mut self.sql, columns.iter().map(IdenStatic::as_str));
+        push_idents(&mut self.sql, columns.into_iter().map(|column| column.as_str()));
     }
 
     fn statement(self) -> Statement {
@@ -197,11 +196,16 @@ impl RowsInsert {
 /// quote; one would be doubled all the same.
 fn push_ident(sql: &mut String, name: &str) {
     sql.push('"');
-    sql.push_str(&name.replace('"', "\"\""));
+    for part in name.split_inclusive('"') {
+        sql.push_str(part);
+        if part.ends_with('"') {
+            sql.push('"');
+        }
+    }
     sql.push('"');
 }
 
-fn push_idents<'a>(sql: &mut String, names: impl Iterator<Item = &'a str>) {
+fn push_idents(sql: &mut String, names: impl Iterator<Item = &'static str>) {
     for (index, name) in names.enumerate() {
         if index > 0 {
             sql.push_str(", ");
@@ -278,9 +282,16 @@ mod tests {
 
     #[test]
     fn quotes_in_identifiers_are_doubled() {
-        let mut sql = String::new();
-        push_ident(&mut sql, "odd\"name");
-        assert_eq!(sql, "\"odd\"\"name\"");
+        for (name, quoted) in [
+            ("plain", "\"plain\""),
+            ("odd\"name", "\"odd\"\"name\""),
+            ("end\"", "\"end\"\"\""),
+            ("\"\"", "\"\"\"\"\"\""),
+        ] {
+            let mut sql = String::new();
+            push_ident(&mut sql, name);
+            assert_eq!(sql, quoted, "{name}");
+        }
     }
 
     #[test]
