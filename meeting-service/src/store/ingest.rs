@@ -147,7 +147,7 @@ impl Store {
             .map(|&index| inbox_row(&requests[index], &prepared[index], now))
             .collect();
         let txn = self.db.begin().await?;
-        let inserted = sql::inbox::insert_new(&txn, &rows).await?;
+        let inserted = sql::inbox::insert_new(&txn, rows).await?;
         let mut to_apply: Vec<(usize, BatchEvent)> = firsts
             .values()
             .filter(|&&index| inserted.contains_key(&prepared[index].key))

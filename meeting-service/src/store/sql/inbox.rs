@@ -34,24 +34,26 @@ pub struct NewRow<'a> {
 /// by a concurrent transaction waits for it: inserted there, it is a conflict here.
 pub async fn insert_new(
     db: &impl ConnectionTrait,
-    rows: &[NewRow<'_>],
+    rows: Vec<NewRow<'_>>,
 ) -> Result<HashMap<String, i64>, DbErr> {
     if rows.is_empty() {
         return Ok(HashMap::new());
     }
-    let values = rows.iter().map(|row| {
+    let count = rows.len();
+    // The rows are the statement's own: what they own (the protobuf above all) moves into it.
+    let values = rows.into_iter().map(|row| {
         [
             row.tracking_id.into(),
-            row.event_type.as_str().into(),
+            row.event_type.into(),
             row.dedupe_key.into(),
             row.source.into(),
-            row.payload_uri.as_deref().into(),
+            row.payload_uri.into(),
             row.raw_body.to_vec().into(),
-            row.event_proto.clone().into(),
+            row.event_proto.into(),
             row.received_at.into(),
             Some(row.received_at).into(),
             row.outcome.label().into(),
-            row.error.as_deref().into(),
+            row.error.into(),
             1i32.into(),
         ]
     });
@@ -76,7 +78,7 @@ pub async fn insert_new(
     );
     insert.on_conflict_do_nothing(Column::DedupeKey);
     insert.returning([Column::Id, Column::DedupeKey]);
-    let mut inserted = HashMap::with_capacity(rows.len());
+    let mut inserted = HashMap::with_capacity(count);
     for row in db.query_all_raw(insert.statement()).await? {
         inserted.insert(
             row.try_get::<String>("", "dedupe_key")?,
