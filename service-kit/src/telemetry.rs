@@ -72,27 +72,46 @@ impl LogSettings {
 /// Rotated log files kept per file: two weeks of daily files.
 const ROTATED_FILES_KEPT: usize = 14;
 
-/// Keeps the background file writers alive; dropping it flushes them.
-#[must_use = "dropping the guard stops file logging"]
+/// Keeps the background log writers (standard output and the files) alive; dropping it flushes
+/// them.
+#[must_use = "dropping the guard stops logging"]
 pub struct LogGuard {
     _writers: Vec<tracing_appender::non_blocking::WorkerGuard>,
 }
+
+/// Lines that may wait for the standard-output writer before a logging thread waits with them.
+/// A few hundred KiB at most: enough to ride out a burst, small enough for the memory budget.
+const STDOUT_LINES_QUEUED: usize = 1024;
 
 /// Installs the global subscriber. Call once per process, before anything logs.
 pub fn init_logging(settings: &LogSettings) -> anyhow::Result<LogGuard> {
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.default_filter));
+    // Standard output is written by a thread of its own, so that a slow pipe or terminal never
+    // stalls a tokio worker in `write`, and lines that arrive together leave in one `write`: the
+    // writer flushes its buffer each time the queue runs empty. Never lossy: when the queue is
+    // full the logging thread waits, as it did when it wrote itself.
+    let (stdout_writer, stdout_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(STDOUT_LINES_QUEUED)
+        .thread_name("stdout-log")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
     let stdout = match settings.format {
-        LogFormat::Pretty => fmt::layer().with_target(false).with_filter(filter()).boxed(),
+        LogFormat::Pretty => fmt::layer()
+            .with_target(false)
+            .with_writer(stdout_writer)
+            .with_filter(filter())
+            .boxed(),
         LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .with_writer(stdout_writer)
             .with_filter(filter())
             .boxed(),
     };
-    let mut writers = Vec::new();
+    let mut writers = vec![stdout_guard];
     let mut layers = vec![stdout];
     if let Some(dir) = &settings.dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating log directory {}", dir.display()))?;

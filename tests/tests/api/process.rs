@@ -26,6 +26,7 @@ struct LocalProcess {
 impl LocalProcess {
     async fn start(database_url: &str, dir: &Path) -> Self {
         let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
+        let stdout = std::fs::File::create(dir.join("stdout.log")).expect("create stdout.log");
         let child = Command::new(env!("CARGO_BIN_EXE_local"))
             .current_dir(dir)
             .env("DATABASE_URL", database_url)
@@ -36,7 +37,8 @@ impl LocalProcess {
             .env("LOG_DIR", dir.join("logs"))
             .env("SHUTDOWN_GRACE_SECS", "15")
             .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
+            .env("LOG_FORMAT", "json")
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()
             .expect("start the local binary");
@@ -106,6 +108,8 @@ impl Drop for LocalProcess {
     }
 }
 
+/// Metrics, and logs both on standard output (written by a thread of its own, flushed at exit) and
+/// in the JSON files.
 async fn metrics_pass_promtool_and_logs_are_json_files(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -175,6 +179,24 @@ async fn metrics_pass_promtool_and_logs_are_json_files(backend: Backend) {
         errors.lines().all(|l| l.contains(r#""level":"ERROR""#)),
         "only errors in error.log"
     );
+
+    // Standard output got every line the file got, in the same order, down to the last ones
+    // written on the way out.
+    let stdout = std::fs::read_to_string(dir.path().join("stdout.log")).expect("stdout.log");
+    let messages = |lines: &[serde_json::Value]| -> Vec<String> {
+        lines.iter().map(|l| l["message"].to_string()).collect()
+    };
+    let stdout_lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    assert_eq!(messages(&stdout_lines), messages(&lines));
+    for last in ["adapter stopped", "meeting service stopped"] {
+        assert!(
+            stdout_lines.iter().any(|l| l["message"] == last),
+            "{last:?} missing from:\n{stdout}"
+        );
+    }
 }
 
 /// `promtool check metrics` on the exposition. Required in CI (`.ci/run` installs the
