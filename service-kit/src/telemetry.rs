@@ -11,6 +11,7 @@ use crate::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tracing::Level;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer, filter::LevelFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt,
 };
@@ -76,26 +77,31 @@ const ROTATED_FILES_KEPT: usize = 14;
 /// them.
 #[must_use = "dropping the guard stops logging"]
 pub struct LogGuard {
-    _writers: Vec<tracing_appender::non_blocking::WorkerGuard>,
+    _writers: Vec<WorkerGuard>,
 }
 
-/// Lines that may wait for the standard-output writer before a logging thread waits with them.
-/// A few hundred KiB at most: enough to ride out a burst, small enough for the memory budget.
-const STDOUT_LINES_QUEUED: usize = 1024;
+/// Lines that may wait for a log writer's thread before a logging thread waits with them. A few
+/// hundred KiB at most: enough to ride out a burst, small enough for the memory budget.
+const LINES_QUEUED: usize = 1024;
+
+/// `writer` on a thread of its own, so that a slow pipe, terminal or disk never stalls a tokio
+/// worker in `write`. Never lossy: with `LINES_QUEUED` lines waiting, the logging thread waits, as
+/// it would writing itself. The thread flushes each time its queue runs empty, so a buffered
+/// `writer` sends lines logged together in one `write`.
+fn on_own_thread<W: std::io::Write + Send + 'static>(writer: W, name: &str) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LINES_QUEUED)
+        .thread_name(name)
+        .finish(writer)
+}
 
 /// Installs the global subscriber. Call once per process, before anything logs.
 pub fn init_logging(settings: &LogSettings) -> anyhow::Result<LogGuard> {
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.default_filter));
-    // Standard output is written by a thread of its own, so that a slow pipe or terminal never
-    // stalls a tokio worker in `write`, and lines that arrive together leave in one `write`: the
-    // writer flushes its buffer each time the queue runs empty. Never lossy: when the queue is
-    // full the logging thread waits, as it did when it wrote itself.
-    let (stdout_writer, stdout_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(STDOUT_LINES_QUEUED)
-        .thread_name("stdout-log")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let (stdout_writer, stdout_guard) =
+        on_own_thread(std::io::BufWriter::new(std::io::stdout()), "log-stdout");
     let stdout = match settings.format {
         LogFormat::Pretty => fmt::layer()
             .with_target(false)
@@ -118,7 +124,7 @@ pub fn init_logging(settings: &LogSettings) -> anyhow::Result<LogGuard> {
         for (file, level) in [("combined.log", None), ("error.log", Some(Level::ERROR))] {
             let appender = DailyLogFile::open(dir, file, ROTATED_FILES_KEPT)
                 .with_context(|| format!("opening {}", dir.join(file).display()))?;
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let (writer, guard) = on_own_thread(appender, "log-file");
             writers.push(guard);
             let layer = fmt::layer()
                 .json()
