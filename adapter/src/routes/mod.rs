@@ -72,20 +72,48 @@ fn reject_declared_oversize(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Reads the body, stopping with 413 as soon as it passes the limit (a chunked body declares no
 /// length) and with 408 when it does not arrive within `timeout` (a client trickling bytes).
-async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
-    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
+async fn read_body(mut body: Body, timeout: Duration) -> Result<Bytes, ApiError> {
+    let collected = tokio::time::timeout(timeout, Limited::new(&mut body, MAX_BODY_BYTES).collect())
         .await
         .map_err(|_| ApiError::RequestTimeout(timeout))?;
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        }),
+        Err(error) if error.is::<LengthLimitError>() => {
+            discard_in_background(body);
+            Err(ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            })
+        }
         Err(error) => {
             tracing::warn!(%error, "reading the request body failed");
             Err(ApiError::BodyUnreadable)
         }
     }
+}
+
+/// The most of a refused body still read, and for how long, before its connection is closed.
+const DISCARD_LIMIT_BYTES: usize = 4 * MAX_BODY_BYTES;
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops the rest of a refused request's body while its answer goes out. Closing a
+/// connection with request bytes still unread makes the kernel reset it, and a client that writes
+/// its whole body before it reads (hyper's and reqwest's among them) then sees its write fail
+/// instead of reading the answer. Bounded in bytes and time: past either, the body is dropped
+/// and the connection closed, as it would have been at once.
+fn discard_in_background(body: Body) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut discarded = 0usize;
+        let _ = tokio::time::timeout(DISCARD_TIME, async {
+            while discarded <= DISCARD_LIMIT_BYTES {
+                match body.frame().await {
+                    Some(Ok(frame)) => discarded += frame.data_ref().map_or(0, Bytes::len),
+                    Some(Err(_)) | None => break,
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// A webhook request's body, after the front door's checks, each run once and in the documented
@@ -100,9 +128,13 @@ impl FromRequest<AppState> for CheckedBody {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let headers = request.headers();
-        reject_repeated_headers(headers)?;
-        reject_declared_oversize(headers)?;
-        require_json(headers)?;
+        let refused = reject_repeated_headers(headers)
+            .and_then(|()| reject_declared_oversize(headers))
+            .and_then(|()| require_json(headers));
+        if let Err(refusal) = refused {
+            discard_in_background(request.into_body());
+            return Err(refusal);
+        }
         let body = read_body(request.into_body(), state.config.request_read_timeout).await?;
         Ok(Self(body))
     }
