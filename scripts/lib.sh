@@ -1,5 +1,5 @@
-# Helpers the scripts share: sourced by bench.sh, fault-runs.sh, schemathesis.sh and
-# check-reflection.sh. Every service listens on 127.0.0.1 only.
+# Helpers the scripts share: sourced by bench.sh, fault-runs.sh, schemathesis.sh,
+# check-reflection.sh, sqlite-page-size.sh and oversized-ab.sh. Every service listens on 127.0.0.1 only.
 #
 # start_local, start_meeting_service and start_adapter expect BIN (the binaries' directory), OUT
 # (where logs go), SECRET and TOKEN, and a PIDS array the caller kills at exit.
@@ -17,6 +17,18 @@ free_port() {
 }
 
 now_ms() { date +%s%3N; }
+
+# results_dir NAME: creates target/bench/NAME-<time>/ and prints its absolute path.
+results_dir() {
+  local dir; dir="target/bench/$1-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$dir"
+  (cd "$dir" && pwd)
+}
+
+# kill_started_at_exit: at the script's exit, stops every process in PIDS still running.
+kill_started_at_exit() {
+  trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
+}
 
 # wait_http URL SECONDS: until URL answers 2xx; false if it never does.
 wait_http() {

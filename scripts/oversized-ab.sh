@@ -15,14 +15,12 @@ set -euo pipefail
 BASELINE_BIN="$(cd "$1" && pwd)"; NEW_BIN="$(cd "$2" && pwd)"
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-3}"
-OUT="target/bench/oversized-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
-SECRET="bench-secret"
-PIDS=()
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
+OUT="$(results_dir oversized)"
+SECRET="bench-secret"
+PIDS=()
+kill_started_at_exit
 
 printf 'build\trun\trequests_per_s\tp50_ms\tp99_ms\tcpu_us_per_request\tendings\n' >"$OUT/results.tsv"
 for run in $(seq 1 "$RUNS"); do

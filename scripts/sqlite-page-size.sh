@@ -16,14 +16,12 @@ cd "$(dirname "$0")/.."
 SIZES="${SIZES:-4096 1024 2048}"
 RUNS="${RUNS:-3}"
 PRELOAD="${PRELOAD:-200000}"
-OUT="target/bench/page-size-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
-SECRET="bench-secret"
-PIDS=()
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-trap 'for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
+OUT="$(results_dir page-size)"
+SECRET="bench-secret"
+PIDS=()
+kill_started_at_exit
 
 log "building release binaries"
 binaries release
