@@ -100,9 +100,8 @@ const DISCARD_TIME: Duration = Duration::from_secs(5);
 /// its whole body before it reads (hyper's and reqwest's among them) then sees its write fail
 /// instead of reading the answer. Bounded in bytes and time: past either, the body is dropped
 /// and the connection closed, as it would have been at once.
-fn discard_in_background(body: Body) {
+fn discard_in_background(mut body: Body) {
     tokio::spawn(async move {
-        let mut body = body;
         let mut discarded = 0usize;
         let _ = tokio::time::timeout(DISCARD_TIME, async {
             while discarded <= DISCARD_LIMIT_BYTES {

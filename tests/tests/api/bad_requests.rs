@@ -598,19 +598,12 @@ async fn a_refused_body_is_answered_to_a_client_that_writes_it_whole(backend: Ba
             ("application/json", &three_mib, 413, "PAYLOAD_TOO_LARGE"),
             ("text/plain", &one_mib, 415, "UNSUPPORTED_MEDIA_TYPE"),
         ] {
-            let name = format!(
-                "declared {} bytes as {content_type}, attempt {attempt}",
-                body.len()
-            );
-            let response = app
-                .http
-                .post(app.url(WEBHOOK))
-                .header("content-type", content_type)
-                .body(body.clone())
-                .send()
-                .await
-                .unwrap_or_else(|error| panic!("{name}: {error:?}"));
-            assert_error_answer(response, status, code, &name).await;
+            let refused = Case {
+                content_type: Some(content_type),
+                ..case("declared body, whole", WEBHOOK, body.clone(), status, code)
+            };
+            let name = format!("{} bytes as {content_type}, attempt {attempt}", body.len());
+            assert_error_answer(send(&app, &refused).await, status, code, &name).await;
         }
         let head = chunked_post(app.http_addr, WEBHOOK, &three_mib).await;
         assert!(
