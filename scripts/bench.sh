@@ -419,19 +419,34 @@ pg_ticks() { # utime + stime of every PostgreSQL process, in clock ticks
 ab_measure() {
   local build="$1" backend="$2" what="$3" conc="$4" run="$5"; shift 5
   wait_quiet
-  local s0 p0 s1 p1 unavailable service_us pg_us
-  s0=$(cpu_ticks "$SERVICE_PID"); p0=$(pg_ticks)
+  local s0 p0 m0 s1 p1 m1 unavailable service_us pg_us machine_us idle_pct loadgen_us
+  s0=$(cpu_ticks "$SERVICE_PID"); p0=$(pg_ticks); m0=$(head -n 1 /proc/stat | cut -d' ' -f3-10)
   loadgen_run "ab-$build-$backend-$what-c$conc-$run" -c "$conc" "$@"
-  s1=$(cpu_ticks "$SERVICE_PID"); p1=$(pg_ticks)
+  s1=$(cpu_ticks "$SERVICE_PID"); p1=$(pg_ticks); m1=$(head -n 1 /proc/stat | cut -d' ' -f3-10)
   unavailable=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['status_counts'].get('503', 0))" \
     "$OUT/ab-$build-$backend-$what-c$conc-$run.json")
   service_us=$(python3 -c "print(round(($s1 - $s0) / $CLK_TCK / max($ACKED, 1) * 1e6))")
   pg_us=$(python3 -c "print(round(($p1 - $p0) / $CLK_TCK / max($ACKED, 1) * 1e6))")
   [ "$backend" = sqlite ] && pg_us=0
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$backend" "$what" "$conc" "$run" \
-    "$ACKPS" "$P50" "$P99" "$unavailable" "$service_us" "$pg_us" "$LOAD" >>"$OUT/ab.tsv"
+  # The whole machine (every core: user nice system idle iowait irq softirq steal) and the load
+  # generator's own CPU, so that what the cores left idle and what the other parties spent is on
+  # record beside the service's share.
+  read -r machine_us idle_pct loadgen_us < <(python3 - "$m0" "$m1" "$CLK_TCK" "$ACKED" \
+    "$OUT/ab-$build-$backend-$what-c$conc-$run.json" <<'EOF'
+import json, sys
+d = [b - a for a, b in zip(map(int, sys.argv[1].split()), map(int, sys.argv[2].split()))]
+tck, n = int(sys.argv[3]), max(int(sys.argv[4]), 1)
+idle = d[3] + d[4]
+loadgen = json.load(open(sys.argv[5])).get("generator_cpu_secs") or 0
+print(round((sum(d) - idle) / tck / n * 1e6), round(100 * idle / max(sum(d), 1), 1), round(loadgen / n * 1e6))
+EOF
+)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$backend" "$what" "$conc" \
+    "$run" "$ACKPS" "$P50" "$P99" "$unavailable" "$service_us" "$pg_us" "$LOAD" "$machine_us" "$idle_pct" \
+    "$loadgen_us" >>"$OUT/ab.tsv"
   log "$build $backend $what c=$conc run $run: $ACKPS acked/s p50 $P50 p99 $P99 ms, 503s $unavailable," \
-    "CPU/delivery service ${service_us} µs, PostgreSQL ${pg_us} µs (load $LOAD)"
+    "CPU/delivery service ${service_us} µs, PostgreSQL ${pg_us} µs, load generator ${loadgen_us} µs," \
+    "whole machine ${machine_us} µs with ${idle_pct}% of the cores idle (load $LOAD)"
 }
 
 # ab_database BUILD BACKEND: sets DB_URL (and SQLITE_FILE or PG_URL) to that build's database.
@@ -453,7 +468,7 @@ ab_start() {
 
 ab_compare() {
   build_baseline
-  printf 'build\tbackend\twhat\tc\trun\tdeliveries_per_s\tp50_ms\tp99_ms\tunavailable\tservice_cpu_us\tpg_cpu_us\tload1\n' \
+  printf 'build\tbackend\twhat\tc\trun\tdeliveries_per_s\tp50_ms\tp99_ms\tunavailable\tservice_cpu_us\tpg_cpu_us\tload1\tmachine_cpu_us\tidle_pct\tloadgen_cpu_us\n' \
     >"$OUT/ab.tsv"
   : >"$OUT/ab-memory.tsv"
   local leads=(--lead-share 0.5 --lead-pool 1000)
@@ -516,7 +531,9 @@ for backend, what, c in sorted({k[:3] for k in groups if k[3] != "pgbench"}):
     new = groups.get((backend, what, c, "new"), [])
     for figure, key in [("deliveries/s", "deliveries_per_s"), ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"),
                         ("503 answers", "unavailable"), ("service CPU µs/delivery", "service_cpu_us"),
-                        ("PostgreSQL CPU µs/delivery", "pg_cpu_us")]:
+                        ("PostgreSQL CPU µs/delivery", "pg_cpu_us"),
+                        ("load generator CPU µs/delivery", "loadgen_cpu_us"),
+                        ("whole machine CPU µs/delivery", "machine_cpu_us"), ("cores idle %", "idle_pct")]:
         if backend == "sqlite" and key == "pg_cpu_us":
             continue
         b, n = med(base, key), med(new, key)
