@@ -1,5 +1,6 @@
 # Helpers the scripts share: sourced by bench.sh, fault-runs.sh, schemathesis.sh,
-# check-reflection.sh, sqlite-page-size.sh and oversized-ab.sh. Every service listens on 127.0.0.1 only.
+# check-reflection.sh, sqlite-page-size.sh, oversized-ab.sh and cpu-split.sh. Every service listens
+# on 127.0.0.1 only.
 #
 # start_local, start_meeting_service and start_adapter expect BIN (the binaries' directory), OUT
 # (where logs go), SECRET and TOKEN, and a PIDS array the caller kills at exit.
