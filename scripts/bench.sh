@@ -407,30 +407,21 @@ build_baseline() {
   echo "baseline: $sha" >>"$OUT/machine.txt"
 }
 
-pg_ticks() { # utime + stime of every PostgreSQL process, in clock ticks
-  local total=0 pid
-  for pid in $(pgrep -x postgres); do
-    total=$(( total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
-  done
-  echo "$total"
-}
-
 # ab_measure BUILD BACKEND WHAT CONCURRENCY RUN LOADGEN-ARGS...
 ab_measure() {
   local build="$1" backend="$2" what="$3" conc="$4" run="$5"; shift 5
   wait_quiet
   local s0 p0 m0 s1 p1 m1 unavailable service_us pg_us machine_us idle_pct loadgen_us
-  s0=$(cpu_ticks "$SERVICE_PID"); p0=$(pg_ticks); m0=$(head -n 1 /proc/stat | cut -d' ' -f3-10)
+  s0=$(cpu_ticks "$SERVICE_PID"); p0=$(pg_ticks); m0=$(machine_ticks)
   loadgen_run "ab-$build-$backend-$what-c$conc-$run" -c "$conc" "$@"
-  s1=$(cpu_ticks "$SERVICE_PID"); p1=$(pg_ticks); m1=$(head -n 1 /proc/stat | cut -d' ' -f3-10)
+  s1=$(cpu_ticks "$SERVICE_PID"); p1=$(pg_ticks); m1=$(machine_ticks)
   unavailable=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['status_counts'].get('503', 0))" \
     "$OUT/ab-$build-$backend-$what-c$conc-$run.json")
   service_us=$(python3 -c "print(round(($s1 - $s0) / $CLK_TCK / max($ACKED, 1) * 1e6))")
   pg_us=$(python3 -c "print(round(($p1 - $p0) / $CLK_TCK / max($ACKED, 1) * 1e6))")
   [ "$backend" = sqlite ] && pg_us=0
-  # The whole machine (every core: user nice system idle iowait irq softirq steal) and the load
-  # generator's own CPU, so that what the cores left idle and what the other parties spent is on
-  # record beside the service's share.
+  # The whole machine and the load generator's own CPU, so that what the cores left idle and what
+  # the other parties spent is on record beside the service's share.
   read -r machine_us idle_pct loadgen_us < <(python3 - "$m0" "$m1" "$CLK_TCK" "$ACKED" \
     "$OUT/ab-$build-$backend-$what-c$conc-$run.json" <<'EOF'
 import json, sys

@@ -54,15 +54,6 @@ start_local migrate "$PG_URL"
 stop_pid "$SERVICE_PID"
 preload_postgres
 
-pg_ticks() {
-  local total=0 pid
-  for pid in $(pgrep -x postgres); do
-    total=$(( total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
-  done
-  echo "$total"
-}
-machine_ticks() { head -n 1 /proc/stat | cut -d' ' -f3-; } # user nice system idle iowait irq softirq steal …
-
 IFS=';' read -r -a envs <<<"$SERVICE_ENVS"
 variants=()
 for binary in $LOCAL_BINARIES; do

@@ -59,6 +59,19 @@ rss_kib() { awk -v k="${2:-VmRSS}" '$1 == k":" {print $2}' "/proc/$1/status" 2>/
 # cpu_ticks PID: its user plus system time, in clock ticks.
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
+# pg_ticks: the user plus system time of every PostgreSQL process, in clock ticks.
+pg_ticks() {
+  local total=0 pid
+  for pid in $(pgrep -x postgres); do
+    total=$(( total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+
+# machine_ticks: the whole machine's CPU time so far, every core, in clock ticks: user nice system
+# idle iowait irq softirq steal.
+machine_ticks() { head -n 1 /proc/stat | cut -d' ' -f3-10; }
+
 # binaries PROFILE: builds the binaries the scripts start (the one-process `local`, the load
 # generator, the adapter and the meeting service) with PROFILE, and sets BIN to where they are.
 binaries() {
