@@ -422,16 +422,8 @@ ab_measure() {
   [ "$backend" = sqlite ] && pg_us=0
   # The whole machine and the load generator's own CPU, so that what the cores left idle and what
   # the other parties spent is on record beside the service's share.
-  read -r machine_us idle_pct loadgen_us < <(python3 - "$m0" "$m1" "$CLK_TCK" "$ACKED" \
-    "$OUT/ab-$build-$backend-$what-c$conc-$run.json" <<'EOF'
-import json, sys
-d = [b - a for a, b in zip(map(int, sys.argv[1].split()), map(int, sys.argv[2].split()))]
-tck, n = int(sys.argv[3]), max(int(sys.argv[4]), 1)
-idle = d[3] + d[4]
-loadgen = json.load(open(sys.argv[5])).get("generator_cpu_secs") or 0
-print(round((sum(d) - idle) / tck / n * 1e6), round(100 * idle / max(sum(d), 1), 1), round(loadgen / n * 1e6))
-EOF
-)
+  read -r machine_us idle_pct loadgen_us \
+    < <(machine_split "$m0" "$m1" "$ACKED" "$OUT/ab-$build-$backend-$what-c$conc-$run.json")
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$backend" "$what" "$conc" \
     "$run" "$ACKPS" "$P50" "$P99" "$unavailable" "$service_us" "$pg_us" "$LOAD" "$machine_us" "$idle_pct" \
     "$loadgen_us" >>"$OUT/ab.tsv"

@@ -80,23 +80,21 @@ for round in $(seq 1 "$ROUNDS"); do
       "$LOADGEN" --url "$URL" --secret "$SECRET" --time-limit-secs 300 --json "$OUT/$name.json" \
         -c "$c" -n "$N" --mix created --lead-share 0.5 --lead-pool 1000 >"$OUT/$name.txt" 2>&1
       m1=$(machine_ticks); s1=$(cpu_ticks "$SERVICE_PID"); p1=$(pg_ticks)
-      python3 - "$OUT/$name.json" "$m0" "$m1" "$s0" "$s1" "$p0" "$p1" "$(getconf CLK_TCK)" \
-        "$index" "$binary" "$settings" "$c" "$round" "$(rss_kib "$SERVICE_PID" VmHWM)" >>"$OUT/runs.tsv" <<'EOF'
+      acked=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["acknowledged"])' "$OUT/$name.json")
+      read -r machine_us idle_pct loadgen_us < <(machine_split "$m0" "$m1" "$acked" "$OUT/$name.json")
+      python3 - "$OUT/$name.json" "$s0" "$s1" "$p0" "$p1" "$(getconf CLK_TCK)" "$machine_us" "$idle_pct" \
+        "$loadgen_us" "$index" "$binary" "$settings" "$c" "$round" "$(rss_kib "$SERVICE_PID" VmHWM)" \
+        >>"$OUT/runs.tsv" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
-m0, m1 = ([int(x) for x in a.split()[:8]] for a in sys.argv[2:4])
-s0, s1, p0, p1, tck = (int(x) for x in sys.argv[4:9])
-index, binary, settings, c, rnd, rss = sys.argv[9:15]
+s0, s1, p0, p1, tck, machine = (int(x) for x in sys.argv[2:8])
+idle_pct, loadgen = float(sys.argv[8]), int(sys.argv[9])
+index, binary, settings, c, rnd, rss = sys.argv[10:16]
 n = max(j["acknowledged"], 1)
-d = [b - a for a, b in zip(m0, m1)]
-idle = d[3] + d[4]
-total = sum(d)
-us = lambda ticks: ticks / tck / n * 1e6
-machine, service, postgres = us(total - idle), us(s1 - s0), us(p1 - p0)
-loadgen = (j.get("generator_cpu_secs") or 0) * 1e6 / n
+service, postgres = ((b - a) / tck / n * 1e6 for a, b in ((s0, s1), (p0, p1)))
 print("\t".join(str(x) for x in [
     index, binary, settings, c, rnd, round(j["acknowledged_per_sec"], 1), j["latency_ms"]["p99_ms"],
-    round(machine), round(100 * idle / total, 1), round(service), round(postgres), round(loadgen),
+    machine, idle_pct, round(service), round(postgres), loadgen,
     round(machine - service - postgres - loadgen), round(int(rss) / 1024, 1)]))
 EOF
       log "$(tail -n 1 "$OUT/runs.tsv" | cut -f3-)"

@@ -59,11 +59,12 @@ rss_kib() { awk -v k="${2:-VmRSS}" '$1 == k":" {print $2}' "/proc/$1/status" 2>/
 # cpu_ticks PID: its user plus system time, in clock ticks.
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
-# pg_ticks: the user plus system time of every PostgreSQL process, in clock ticks.
+# pg_ticks: the user plus system time of every PostgreSQL process, in clock ticks (a process that
+# exits meanwhile counts 0).
 pg_ticks() {
   local total=0 pid
   for pid in $(pgrep -x postgres); do
-    total=$(( total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+    total=$(( total + $(cpu_ticks "$pid" 2>/dev/null || echo 0) ))
   done
   echo "$total"
 }
@@ -71,6 +72,20 @@ pg_ticks() {
 # machine_ticks: the whole machine's CPU time so far, every core, in clock ticks: user nice system
 # idle iowait irq softirq steal.
 machine_ticks() { head -n 1 /proc/stat | cut -d' ' -f3-10; }
+
+# machine_split BEFORE AFTER DELIVERIES LOADGEN_JSON: from two machine_ticks readings around a
+# load generator run, prints the machine's CPU per delivery in µs, the share of the cores left
+# idle in percent, and the load generator's own CPU per delivery in µs (from its JSON report).
+machine_split() {
+  python3 - "$1" "$2" "$(getconf CLK_TCK)" "$3" "$4" <<'EOF'
+import json, sys
+d = [b - a for a, b in zip(map(int, sys.argv[1].split()), map(int, sys.argv[2].split()))]
+tck, n = int(sys.argv[3]), max(int(sys.argv[4]), 1)
+idle = d[3] + d[4]
+loadgen = json.load(open(sys.argv[5])).get("generator_cpu_secs") or 0
+print(round((sum(d) - idle) / tck / n * 1e6), round(100 * idle / max(sum(d), 1), 1), round(loadgen / n * 1e6))
+EOF
+}
 
 # binaries PROFILE: builds the binaries the scripts start (the one-process `local`, the load
 # generator, the adapter and the meeting service) with PROFILE, and sets BIN to where they are.
